@@ -1,0 +1,5 @@
+import sys
+
+from regctl.cli import main
+
+sys.exit(main())

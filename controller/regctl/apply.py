@@ -1,0 +1,192 @@
+"""Apply: one handler per change type against the writer port.
+
+Each handler makes the registry hold the change's new value. Creating a version is
+the only write that is not naturally idempotent, so a failed create is followed by a
+find-by-run before anything else happens: a create whose response was lost is
+adopted instead of repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import singledispatch
+from typing import Any
+
+from regctl.errors import AlreadyExists, ApplyError, RegistryError
+from regctl.plan import (
+    Change,
+    CreateModel,
+    CreateVersion,
+    DeleteAlias,
+    DeleteModel,
+    DeleteVersion,
+    Plan,
+    SetAlias,
+    SetModelDescription,
+    SetModelTag,
+    SetVersionDescription,
+    SyncRun,
+)
+from regctl.ports import RegistryReader, RegistryWriter
+
+
+@dataclass
+class ApplyContext:
+    """What handlers share: the ports, run ids that sync produced, versions created."""
+
+    writer: RegistryWriter
+    reader: RegistryReader
+    run_ids: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    created: dict[tuple[str, int], int] = field(default_factory=dict)
+    version_tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReport:
+    """How far apply got. `done == total` means every change was written."""
+
+    done: int
+    total: int
+    created: Mapping[tuple[str, int], int]
+
+
+@singledispatch
+def _handle(change: Change, ctx: ApplyContext) -> None:
+    raise NotImplementedError(type(change).__name__)
+
+
+@_handle.register
+def _(change: SyncRun, ctx: ApplyContext) -> None:
+    # Sync runs before apply (app.apply); here it only has to have happened.
+    if (change.experiment, change.run_name) not in ctx.run_ids:
+        raise ApplyError(f"run {change.run_name!r} was not synced", done=0, total=0)
+
+
+@_handle.register
+def _(change: CreateModel, ctx: ApplyContext) -> None:
+    try:
+        ctx.writer.create_model(change.model, change.description, change.tags)
+    except AlreadyExists:
+        # Created by an earlier, interrupted apply (or a lost response): make it match.
+        if change.description is not None:
+            ctx.writer.update_model_description(change.model, change.description)
+        for key, value in change.tags.items():
+            ctx.writer.set_model_tag(change.model, key, value)
+
+
+@_handle.register
+def _(change: SetModelDescription, ctx: ApplyContext) -> None:
+    ctx.writer.update_model_description(change.model, change.new)
+
+
+@_handle.register
+def _(change: SetModelTag, ctx: ApplyContext) -> None:
+    ctx.writer.set_model_tag(change.model, change.key, change.new)
+
+
+def _run_id(change: CreateVersion, ctx: ApplyContext) -> str:
+    if change.run_id is not None:
+        return change.run_id
+    key = (change.experiment or "", change.run_name or "")
+    if key not in ctx.run_ids:
+        raise ApplyError(
+            f"{change.location}: run {change.run_name!r} has no run id (not synced)",
+            done=0,
+            total=0,
+        )
+    return ctx.run_ids[key]
+
+
+@_handle.register
+def _(change: CreateVersion, ctx: ApplyContext) -> None:
+    run_id = _run_id(change, ctx)
+    source = change.source(run_id)
+    try:
+        number = ctx.writer.create_version(
+            change.model, source, run_id, change.description, ctx.version_tags
+        )
+    except RegistryError as err:
+        # The create may have committed although we saw an error (lost response, retried
+        # 5xx). Look before doing anything else, so one entry never gets two versions.
+        found = [v for v in ctx.reader.versions_of_run(change.model, run_id) if v.source == source]
+        if not found:
+            raise
+        number = found[0].version
+        if len(found) > 1:
+            for extra in found[1:]:
+                ctx.writer.delete_version(change.model, extra.version)
+        if (
+            not isinstance(err, AlreadyExists)
+            and change.description is not None
+            and found[0].description != change.description
+        ):
+            ctx.writer.update_version_description(change.model, number, change.description)
+    if change.pinned and number != change.expected_version:
+        ctx.writer.delete_version(change.model, number)
+        raise ApplyError(
+            f"{change.location}: MLflow assigned version {number} to {change.run_name or run_id}, "
+            f"but the entry is pinned to {change.expected_version} (another writer registered a "
+            f"version meanwhile, or a deleted version consumed the number); version {number} "
+            "was deleted again. Remove or update the pin and apply again",
+            done=0,
+            total=0,
+        )
+    ctx.created[(change.model, change.entry)] = number
+
+
+@_handle.register
+def _(change: SetVersionDescription, ctx: ApplyContext) -> None:
+    ctx.writer.update_version_description(change.model, change.version, change.new)
+
+
+@_handle.register
+def _(change: SetAlias, ctx: ApplyContext) -> None:
+    number = change.new
+    if change.entry is not None:
+        number = ctx.created.get((change.model, change.entry), change.new)
+    ctx.writer.set_alias(change.model, change.alias, number)
+
+
+@_handle.register
+def _(change: DeleteAlias, ctx: ApplyContext) -> None:
+    ctx.writer.delete_alias(change.model, change.alias)
+
+
+@_handle.register
+def _(change: DeleteVersion, ctx: ApplyContext) -> None:
+    ctx.writer.delete_version(change.model, change.version)
+
+
+@_handle.register
+def _(change: DeleteModel, ctx: ApplyContext) -> None:
+    ctx.writer.delete_model(change.model)
+
+
+def apply_plan(
+    plan: Plan,
+    ctx: ApplyContext,
+    *,
+    progress: Callable[[int, int, Change], Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ApplyReport:
+    """Write every change in order. Stops at the first failure with an ApplyError that
+    says how many changes were applied; `should_stop` lets a signal end it between writes."""
+    changes = [c for c in plan.changes if not isinstance(c, SyncRun)]
+    total = len(changes)
+    for done, change in enumerate(changes):
+        if should_stop is not None and should_stop():
+            raise ApplyError(f"stopped: applied {done} of {total} changes", done=done, total=total)
+        try:
+            _handle(change, ctx)
+        except ApplyError as err:
+            raise ApplyError(
+                f"{err}; applied {done} of {total} changes", done=done, total=total
+            ) from None
+        except RegistryError as err:
+            raise ApplyError(
+                f"{err}; applied {done} of {total} changes", done=done, total=total
+            ) from None
+        if progress is not None:
+            progress(done + 1, total, change)
+    return ApplyReport(done=total, total=total, created=dict(ctx.created))

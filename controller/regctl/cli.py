@@ -1,0 +1,275 @@
+"""Command line: parse, one call into `regctl.app`, render, exit code.
+
+Errors are shown once, here, one line each; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from regctl import app
+from regctl.errors import ExitCode, InputError, PlanError, RegctlError
+from regctl.plan import Change, Plan
+from regctl.render import render, render_text, summary_line
+from regctl.sync import Progress
+
+FORMATS = ("text", "json", "markdown")
+
+
+@dataclass
+class Opts:
+    settings: app.Settings
+    verbose: int
+    color: bool
+    debug: bool
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _is_tty(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--tracking-uri",
+    envvar=None,
+    help="MLflow tracking URI (default: "
+    "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the repo).",
+)
+@click.option("--registry-uri", help="MLflow registry URI (default: the tracking URI).")
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Repository root (default: the nearest folder with manifests/).",
+)
+@click.option("-v", "--verbose", count=True, help="More detail.")
+@click.option("--no-color", is_flag=True, help="No colour, even on a terminal.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(package_name="regctl")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    tracking_uri: str | None,
+    registry_uri: str | None,
+    repo: Path | None,
+    verbose: int,
+    no_color: bool,
+    debug: bool,
+) -> None:
+    """regctl keeps an MLflow Model Registry in the state that reviewed YAML manifests
+    in git describe."""
+    root = repo.resolve() if repo is not None else app.find_repo()
+    ctx.obj = Opts(
+        app.Settings(root, tracking_uri, registry_uri),
+        verbose,
+        color=not no_color and _is_tty(sys.stdout),
+        debug=debug,
+    )
+
+
+@cli.command()
+@click.argument("models", nargs=-1)
+@click.pass_obj
+def validate(opts: Opts, models: tuple[str, ...]) -> int:
+    """Offline checks: manifests and the run directories they reference."""
+    report = app.validate(opts.settings, models)
+    for w in report.warnings:
+        _err(f"warning: {w}")
+    click.echo(
+        f"{report.models} manifests valid: {report.versions} versions, "
+        f"{report.run_dirs} run directories."
+    )
+    return ExitCode.OK
+
+
+def _progress_printer(enabled: bool) -> Progress | None:
+    if not enabled:
+        return None
+
+    def show(files: int, total: int, done_bytes: int, total_bytes: int) -> None:
+        end = "\n" if files == total else ""
+        click.echo(
+            f"\r  uploading: {files}/{total} files, {done_bytes / 1e6:.1f}/"
+            f"{total_bytes / 1e6:.1f} MB",
+            err=True,
+            nl=False,
+        )
+        if end:
+            click.echo("", err=True)
+
+    return show
+
+
+@cli.command(name="sync")
+@click.argument("models", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Say what would be logged; write nothing.")
+@click.pass_obj
+def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool) -> int:
+    """Log the run directories that manifests reference as MLflow runs."""
+    registry = app.open_registry(opts.settings)
+    try:
+        report = app.run_sync(
+            opts.settings,
+            registry,
+            models,
+            dry_run=dry_run,
+            progress=_progress_printer(_is_tty(sys.stderr)),
+        )
+    finally:
+        registry.close()
+    for w in report.warnings:
+        _err(f"warning: {w}")
+    if dry_run:
+        desired, _ = app.load_desired(opts.settings, models)
+        click.echo(
+            f"would log {len(desired.models) and _count_todo(report)} run(s); "
+            f"{len(report.skipped)} already logged"
+        )
+        return ExitCode.OK
+    click.echo(
+        f"synced: {len(report.created)} logged, {len(report.resumed)} resumed, "
+        f"{len(report.skipped)} already logged; uploaded {report.files} files "
+        f"({report.bytes} bytes)"
+    )
+    return ExitCode.OK
+
+
+def _count_todo(report: Any) -> int:
+    return len(report.run_ids) - len(report.skipped) if report.run_ids else 0
+
+
+@cli.command(name="diff")
+@click.argument("models", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--exit-code", is_flag=True, help="Exit 2 when there are changes.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the plan as JSON for `regctl apply PLAN.json`.",
+)
+@click.option("--prune", is_flag=True, help="Plan deletions of undeclared objects.")
+@click.pass_obj
+def diff_cmd(
+    opts: Opts, models: tuple[str, ...], fmt: str, exit_code: bool, out: Path | None, prune: bool
+) -> int:
+    """Show what apply would change."""
+    registry = app.open_registry(opts.settings)
+    try:
+        planned = app.make_plan(opts.settings, registry, models, prune=prune)
+    finally:
+        registry.close()
+    click.echo(render(planned.plan, fmt, color=opts.color), nl=False)
+    if out is not None:
+        out.write_text(render(planned.plan, "json"), encoding="utf-8")
+    if exit_code and not planned.plan.empty:
+        return ExitCode.CHANGES
+    return ExitCode.OK
+
+
+@cli.command(name="apply")
+@click.argument("args", nargs=-1)
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--prune", is_flag=True, help="Delete undeclared objects (see the docs).")
+@click.option("--no-sync", is_flag=True, help="Do not log run directories first.")
+@click.pass_obj
+def apply_cmd(
+    opts: Opts, args: tuple[str, ...], auto_approve: bool, prune: bool, no_sync: bool
+) -> int:
+    """Make the registry match the manifests: [PLAN.json] [MODEL...]."""
+    plan_file = None
+    models = list(args)
+    if models and models[0].endswith(".json"):
+        plan_file = Path(models.pop(0))
+
+    def confirm(plan: Plan) -> bool:
+        click.echo(render_text(plan, color=opts.color), nl=False)
+        if auto_approve:
+            return True
+        if not _is_tty(sys.stdin):
+            raise RegctlError(
+                "apply needs confirmation: run it on a terminal or pass --auto-approve"
+            )
+        return click.confirm("Apply these changes?", default=False)
+
+    def progress(done: int, total: int, change: Change) -> None:
+        if opts.verbose:
+            _err(f"  [{done}/{total}] {change.verb} {change.model}")
+
+    registry = app.open_registry(opts.settings)
+    try:
+        outcome = app.apply(
+            opts.settings,
+            registry,
+            models,
+            plan_file=plan_file,
+            prune=prune,
+            no_sync=no_sync,
+            confirm=confirm,
+            progress=progress,
+            sync_progress=_progress_printer(_is_tty(sys.stderr)),
+        )
+    finally:
+        registry.close()
+    if outcome.report is None:
+        click.echo(render_text(outcome.plan, color=opts.color), nl=False)
+        return ExitCode.OK
+    if outcome.sync is not None and (outcome.sync.created or outcome.sync.resumed):
+        click.echo(
+            f"Synced {len(outcome.sync.created) + len(outcome.sync.resumed)} run(s), "
+            f"{outcome.sync.files} files."
+        )
+    click.echo(f"Apply complete: {outcome.report.done} of {outcome.report.total} changes applied.")
+    if outcome.after is not None and not outcome.after.empty:
+        click.echo(render_text(outcome.after, color=opts.color), nl=False)
+        _err(
+            "error: the registry still differs from the manifests after apply "
+            f"({summary_line(outcome.after)})"
+        )
+        return ExitCode.ERROR
+    click.echo("Verified: the registry matches the manifests.")
+    return ExitCode.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run the CLI and turn every outcome into an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        result = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="regctl", standalone_mode=False
+        )
+    except click.exceptions.Abort:
+        _err("interrupted")
+        return ExitCode.INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.ERROR
+    except (InputError, PlanError) as exc:
+        if debug:
+            traceback.print_exc()
+        for problem in exc.problems:
+            _err(f"error: {problem}")
+        return exc.exit_code
+    except RegctlError as exc:
+        if debug:
+            traceback.print_exc()
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # a bug: say so plainly, with a way to see more
+        if debug:
+            traceback.print_exc()
+        _err(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)")
+        return ExitCode.ERROR
+    return int(result) if isinstance(result, int) else ExitCode.OK

@@ -1,0 +1,424 @@
+"""Pure planning: (desired, observed) -> Plan. No I/O; one compare function per aspect.
+
+Ownership (SPEC section 2): descriptions are enforced when declared, tags per declared
+key, aliases are authoritative on managed models, undeclared versions are reported and
+left alone unless the model allows pruning and the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from regctl.errors import PlanError, Problem
+from regctl.model import (
+    MANAGED_TAG,
+    DesiredModel,
+    DesiredState,
+    DesiredVersion,
+    ObservedModel,
+    ObservedState,
+    ObservedVersion,
+)
+from regctl.plan import (
+    Binding,
+    Change,
+    CreateModel,
+    CreateVersion,
+    DeleteAlias,
+    DeleteModel,
+    DeleteVersion,
+    Note,
+    Plan,
+    SetAlias,
+    SetModelDescription,
+    SetModelTag,
+    SetVersionDescription,
+    SyncRun,
+    order,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRun:
+    """A run that sync will log (its directory is known, it is not in MLflow yet)."""
+
+    experiment: str
+    run_name: str
+    run_dir: str
+    files: int
+    bytes: int
+
+
+def source_path(source: str, run_id: str) -> str | None:
+    """The artifact path a version's source points at inside its run, or None if unknown."""
+    prefix = f"runs:/{run_id}"
+    if source == prefix or source == prefix + "/":
+        return ""
+    if source.startswith(prefix + "/"):
+        return source[len(prefix) + 1 :].strip("/")
+    marker = f"/{run_id}/artifacts"
+    if marker in source:
+        return source.split(marker, 1)[1].strip("/")
+    return None
+
+
+def _resolve_run(
+    model: DesiredModel,
+    v: DesiredVersion,
+    observed: ObservedState,
+    pending: Mapping[tuple[str, str], PendingRun],
+    problems: list[Problem],
+) -> tuple[str | None, bool]:
+    """Run id of an entry, and whether it awaits sync. Records a problem when unresolvable."""
+    if v.run_id is not None:
+        if v.run_id in observed.runs_by_id:
+            return v.run_id, False
+        problems.append(
+            Problem(
+                v.location,
+                f"versions[{v.index}].run_id",
+                f"run {v.run_id} does not exist (or is deleted)",
+            )
+        )
+        return None, False
+    assert v.run is not None and model.experiment is not None
+    found = observed.runs.get((model.experiment, v.run), ())
+    if len(found) == 1:
+        return found[0].run_id, False
+    if len(found) > 1:
+        ids = ", ".join(r.run_id for r in found)
+        problems.append(
+            Problem(
+                v.location,
+                f"versions[{v.index}].run",
+                f"run name {v.run!r} is ambiguous in experiment "
+                f"{model.experiment!r}: runs {ids}; use run_id",
+            )
+        )
+        return None, False
+    if (model.experiment, v.run) in pending:
+        return None, True
+    why = (
+        "and no run_dir is given to sync it from"
+        if v.run_dir is None
+        else ("and its run_dir cannot be synced")
+    )
+    problems.append(
+        Problem(
+            v.location,
+            f"versions[{v.index}].run",
+            f"run {v.run!r} is not logged in experiment {model.experiment!r} {why}",
+        )
+    )
+    return None, False
+
+
+def _bind_versions(
+    model: DesiredModel,
+    current: ObservedModel | None,
+    observed: ObservedState,
+    pending: Mapping[tuple[str, str], PendingRun],
+    problems: list[Problem],
+    changes: list[Change],
+) -> dict[int, Binding]:
+    versions: Mapping[int, ObservedVersion] = current.versions if current else {}
+    claimed: set[int] = set()
+    bindings: dict[int, Binding] = {}
+    resolved: dict[int, tuple[str | None, bool]] = {}
+    for v in model.versions:
+        resolved[v.index] = _resolve_run(model, v, observed, pending, problems)
+    seen_runs: dict[tuple[str, str], int] = {}
+    for v in model.versions:
+        run_id, _ = resolved[v.index]
+        if run_id is None:
+            continue
+        key = (run_id, v.artifact_path)
+        if key in seen_runs:
+            problems.append(
+                Problem(
+                    v.location,
+                    f"versions[{v.index}]",
+                    f"resolves to the same run and artifact path as "
+                    f"versions[{seen_runs[key]}] (run {run_id})",
+                )
+            )
+        seen_runs[key] = v.index
+
+    # Pinned entries first: a pin names its version outright.
+    for v in model.versions:
+        run_id, _ = resolved[v.index]
+        if v.version is None or v.version not in versions:
+            continue
+        ov = versions[v.version]
+        path = source_path(ov.source, ov.run_id)
+        same_path = path == v.artifact_path or (path is None and not v.artifact_path_given)
+        if run_id is not None and (ov.run_id != run_id or not same_path):
+            problems.append(
+                Problem(
+                    v.location,
+                    f"versions[{v.index}].version",
+                    f"version {v.version} of {model.name!r} is registered from run {ov.run_id} "
+                    f"({ov.source}); a version is immutable and cannot be rebound to "
+                    f"{v.run_ref}: remove the pin or declare a new entry",
+                )
+            )
+            continue
+        claimed.add(v.version)
+        bindings[v.index] = Binding(model.name, v.index, v.version, ov.run_id, False)
+
+    # Adoption: an existing version of the same run and path is this entry.
+    for v in model.versions:
+        run_id, _ = resolved[v.index]
+        if v.index in bindings or run_id is None or v.version is not None:
+            continue
+        candidates = [
+            ov for n, ov in sorted(versions.items()) if n not in claimed and ov.run_id == run_id
+        ]
+        exact = [ov for ov in candidates if source_path(ov.source, run_id) == v.artifact_path]
+        pick = (
+            exact[0]
+            if exact
+            else (candidates[0] if candidates and not v.artifact_path_given else None)
+        )
+        if pick is not None:
+            claimed.add(pick.version)
+            bindings[v.index] = Binding(model.name, v.index, pick.version, run_id, False)
+
+    # Whatever is left gets created, numbered after the highest version observed.
+    next_number = max(versions, default=0) + 1
+    for v in model.versions:
+        run_id, awaits_sync = resolved[v.index]
+        if v.index in bindings or (run_id is None and not awaits_sync):
+            continue
+        if v.version is not None and v.version != next_number:
+            if v.version < next_number:
+                problems.append(
+                    Problem(
+                        v.location,
+                        f"versions[{v.index}].version",
+                        f"version {v.version} of {model.name!r} is not in the registry (deleted?); "
+                        f"MLflow never reuses a version number, so this pinned entry cannot be "
+                        f"restored: remove `version: {v.version}` to register {v.run_ref} again "
+                        f"as version {next_number}, or remove the entry",
+                    )
+                )
+            else:
+                problems.append(
+                    Problem(
+                        v.location,
+                        f"versions[{v.index}].version",
+                        f"pinned to version {v.version}, but MLflow would assign {next_number}",
+                    )
+                )
+            continue
+        changes.append(
+            CreateVersion(
+                model=model.name,
+                entry=v.index,
+                experiment=model.experiment,
+                run_name=v.run,
+                run_id=run_id,
+                artifact_path=v.artifact_path,
+                description=v.description,
+                expected_version=next_number,
+                pinned=v.version is not None,
+                location=str(v.location),
+            )
+        )
+        bindings[v.index] = Binding(model.name, v.index, next_number, run_id, True)
+        next_number += 1
+    return bindings
+
+
+def _compare_model(model: DesiredModel, current: ObservedModel | None) -> list[Change]:
+    if current is None:
+        tags = dict(model.tags)
+        tags[MANAGED_TAG] = "true"
+        return [CreateModel(model=model.name, description=model.description, tags=tags)]
+    changes: list[Change] = []
+    if model.description is not None and model.description != current.description:
+        changes.append(
+            SetModelDescription(model=model.name, old=current.description, new=model.description)
+        )
+    wanted = dict(model.tags)
+    wanted[MANAGED_TAG] = "true"
+    for key, value in sorted(wanted.items()):
+        if current.tags.get(key) != value:
+            changes.append(
+                SetModelTag(model=model.name, key=key, old=current.tags.get(key), new=value)
+            )
+    return changes
+
+
+def _compare_descriptions(
+    model: DesiredModel, current: ObservedModel | None, bindings: Mapping[int, Binding]
+) -> list[Change]:
+    if current is None:
+        return []
+    changes: list[Change] = []
+    for v in model.versions:
+        b = bindings.get(v.index)
+        if b is None or b.created or v.description is None:
+            continue
+        old = current.versions[b.version].description
+        if old != v.description:
+            changes.append(
+                SetVersionDescription(
+                    model=model.name, version=b.version, old=old, new=v.description
+                )
+            )
+    return changes
+
+
+def _compare_aliases(
+    model: DesiredModel, current: ObservedModel | None, bindings: Mapping[int, Binding]
+) -> list[Change]:
+    have: Mapping[str, int] = current.aliases if current else {}
+    want: dict[str, tuple[int, DesiredVersion, Binding]] = {}
+    for v in model.versions:
+        b = bindings.get(v.index)
+        if b is None:
+            continue
+        for alias in v.aliases:
+            want[alias] = (b.version, v, b)
+    changes: list[Change] = []
+    for alias, (number, v, b) in sorted(want.items()):
+        if have.get(alias) != number:
+            changes.append(
+                SetAlias(
+                    model=model.name,
+                    alias=alias,
+                    old=have.get(alias),
+                    new=number,
+                    entry=v.index if b.created else None,
+                    run_name=v.run or v.run_id or "",
+                )
+            )
+    for alias, number in sorted(have.items()):
+        if alias not in want:
+            changes.append(DeleteAlias(model=model.name, alias=alias, old=number))
+    return changes
+
+
+def _compare_unclaimed(
+    model: DesiredModel, current: ObservedModel | None, bindings: Mapping[int, Binding], prune: bool
+) -> tuple[list[Change], list[Note]]:
+    if current is None:
+        return [], []
+    claimed = {b.version for b in bindings.values() if not b.created}
+    changes: list[Change] = []
+    notes: list[Note] = []
+    for number, ov in sorted(current.versions.items()):
+        if number in claimed:
+            continue
+        if prune and model.prune:
+            changes.append(DeleteVersion(model=model.name, version=number, run_id=ov.run_id))
+        else:
+            notes.append(
+                Note(
+                    model.name,
+                    f"version {number} (run {ov.run_id or '?'}) is not "
+                    "declared in the manifest; left alone",
+                )
+            )
+    return changes, notes
+
+
+def diff(
+    desired: DesiredState,
+    observed: ObservedState,
+    *,
+    target: str = "",
+    pending: Collection[PendingRun] = (),
+    prune: bool = False,
+    complete: bool = True,
+) -> Plan:
+    """Compute the plan. Raises PlanError when the desired state cannot be reached.
+
+    `complete` says that `desired` holds every manifest (not a scoped subset): only then
+    can a managed model that no manifest names be pruned.
+    """
+    pending_map = {(p.experiment, p.run_name): p for p in pending}
+    problems: list[Problem] = []
+    changes: list[Change] = []
+    notes: list[Note] = []
+    all_bindings: list[Binding] = []
+    used_pending: set[tuple[str, str]] = set()
+    for model in desired.models:
+        current = observed.models.get(model.name)
+        changes.extend(_compare_model(model, current))
+        bindings = _bind_versions(model, current, observed, pending_map, problems, changes)
+        for v in model.versions:
+            if model.experiment and v.run and (model.experiment, v.run) in pending_map:
+                b = bindings.get(v.index)
+                if b is not None and b.run_id is None:
+                    used_pending.add((model.experiment, v.run))
+        changes.extend(_compare_descriptions(model, current, bindings))
+        changes.extend(_compare_aliases(model, current, bindings))
+        more, more_notes = _compare_unclaimed(model, current, bindings, prune)
+        changes.extend(more)
+        notes.extend(more_notes)
+        all_bindings.extend(bindings[i] for i in sorted(bindings))
+    for key in sorted(used_pending):
+        p = pending_map[key]
+        changes.append(
+            SyncRun(
+                model="",
+                experiment=p.experiment,
+                run_name=p.run_name,
+                run_dir=p.run_dir,
+                files=p.files,
+                bytes=p.bytes,
+            )
+        )
+    declared = set(desired.names())
+    for name, current in sorted(observed.models.items()):
+        if name in declared or not current.managed:
+            continue
+        if prune and complete:
+            for alias, number in sorted(current.aliases.items()):
+                changes.append(DeleteAlias(model=name, alias=alias, old=number))
+            changes.append(DeleteModel(model=name))
+        elif complete:
+            notes.append(
+                Note(
+                    name,
+                    "managed by regctl but in no manifest; left alone (apply --prune deletes it)",
+                )
+            )
+    if problems:
+        raise PlanError(sorted(problems, key=lambda p: (p.location.file, p.location.line)))
+    return Plan(
+        target=target,
+        models=desired.names(),
+        changes=order(changes),
+        notes=tuple(sorted(notes, key=lambda n: (n.model, n.message))),
+        bindings=tuple(all_bindings),
+        fingerprint=fingerprint(observed, desired.names()),
+    )
+
+
+def fingerprint(observed: ObservedState, names: Collection[str]) -> str:
+    """A digest of the observed registry state a plan was made from."""
+    wanted = set(names)
+    payload = []
+    for name, m in sorted(observed.models.items()):
+        if name not in wanted and not m.managed:
+            continue
+        payload.append(
+            {
+                "name": name,
+                "description": m.description,
+                "tags": dict(m.tags),
+                "aliases": dict(m.aliases),
+                "versions": [
+                    [n, v.run_id, v.source, v.description, dict(v.tags)]
+                    for n, v in sorted(m.versions.items())
+                ],
+            }
+        )
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return f"sha256:{digest[:32]}"

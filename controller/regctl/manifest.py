@@ -1,0 +1,369 @@
+"""The manifest boundary: YAML files -> validated DesiredState, or file:line errors.
+
+Strict on purpose (SPEC section 2): unknown keys, duplicate keys, anchors, non-string
+names, alias names MLflow would reject, case-only differences and duplicate entries
+are all errors. Every file is checked and every problem is reported before anything
+reaches a server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from regctl.errors import InputError, Location, Problem
+from regctl.model import (
+    PROVENANCE_PREFIX,
+    DesiredModel,
+    DesiredState,
+    DesiredVersion,
+    frozen_map,
+)
+from regctl.yamlfile import Document, dotted, load_documents
+
+API_VERSION = "regctl/v1"
+
+_ALIAS_RE = re.compile(r"^[\w-]+$")
+_RESERVED_ALIAS_RE = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_RUN_ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Description = Annotated[str, StringConstraints(max_length=5000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class VersionSpec(_Strict):
+    """One entry of `versions:`: a model version identified by its run and artifact path."""
+
+    run: NonEmpty | None = Field(None, description="Run name, resolved inside `experiment`.")
+    run_id: NonEmpty | None = Field(None, description="Run id (instead of `run`).")
+    run_dir: NonEmpty | None = Field(
+        None, description="Training output directory; relative paths are from the repo root."
+    )
+    artifact_path: str | None = Field(
+        None, description="Path inside the run's artifacts; default: the whole artifact root."
+    )
+    version: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Pin: apply refuses to register this entry under any other number."
+    )
+    description: Description | None = Field(None, description="Version description.")
+    aliases: list[NonEmpty] = Field(default_factory=list, description="Aliases on this version.")
+
+
+class ManifestSpec(_Strict):
+    """`kind: RegisteredModel`: the desired state of one registered model."""
+
+    apiVersion: Literal["regctl/v1"]
+    kind: Literal["RegisteredModel"]
+    name: NonEmpty = Field(description="Registered model name.")
+    description: Description | None = Field(None, description="Model description.")
+    experiment: NonEmpty | None = Field(None, description="Experiment holding this model's runs.")
+    tags: dict[NonEmpty, str] = Field(
+        default_factory=dict, description="Registered-model tags; named keys are enforced."
+    )
+    prune: bool = Field(False, description="Allow `apply --prune` to delete undeclared versions.")
+    versions: list[VersionSpec] = Field(default_factory=list)
+
+
+_TYPE_WORDS = {
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
+
+
+def _message(err: Any, doc: Document, path: tuple[str | int, ...]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"must be {expected}, got {err['input']!r}"
+    if kind == "string_type":
+        scalar = doc.scalars.get(path)
+        if scalar is not None and scalar.tag in _TYPE_WORDS:
+            return (
+                f"expected a string, but YAML reads {scalar.text!r} as "
+                f"{_TYPE_WORDS[scalar.tag]}: quote it"
+            )
+        return f"expected a string, got {_type_name(err['input'])}"
+    if kind in ("int_type", "bool_type", "list_type", "dict_type"):
+        want = {
+            "int_type": "an integer",
+            "bool_type": "true or false",
+            "list_type": "a list",
+            "dict_type": "a mapping",
+        }[kind]
+        return f"expected {want}, got {_type_name(err['input'])}"
+    return str(err["msg"]).replace("Value error, ", "")
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_document(doc: Document, schema: type[M]) -> tuple[M | None, list[Problem]]:
+    """Validate one document against a pydantic schema, mapping errors to file:line:col."""
+    if not isinstance(doc.value, dict):
+        return None, [Problem(doc.location(()), "", "expected a mapping at the top level")]
+    try:
+        return schema.model_validate(doc.value), []
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = tuple(p for p in err["loc"] if not _is_union_branch(p))
+            key = err["type"] in ("extra_forbidden",)
+            loc = doc.location(path, key=key)
+            problems.append(Problem(loc, dotted(path), _message(err, doc, path)))
+        return None, _dedupe(problems)
+
+
+def _is_union_branch(part: Any) -> bool:
+    # pydantic puts the union member's name into `loc` ("str", "function-after[...]").
+    return isinstance(part, str) and (part in ("str", "int", "none") or "[" in part)
+
+
+def _dedupe(problems: Iterable[Problem]) -> list[Problem]:
+    seen: dict[str, Problem] = {}
+    for p in problems:
+        seen.setdefault(f"{p.location}|{p.field}", p)
+    return sorted(seen.values(), key=lambda p: (p.location.line, p.location.col, p.field))
+
+
+def alias_problem(alias: str) -> str | None:
+    """Why MLflow would reject this alias name, or None."""
+    if len(alias) > 255:
+        return "alias is longer than 255 characters"
+    if not _ALIAS_RE.match(alias):
+        return f"alias {alias!r} may contain only letters, digits, '_' and '-'"
+    if _RESERVED_ALIAS_RE.match(alias):
+        return f"alias {alias!r} is reserved by MLflow ('latest' and 'v<digits>')"
+    return None
+
+
+def _check_model(
+    spec: ManifestSpec, doc: Document, repo: Path, exists: Callable[[Path], bool]
+) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def at(path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
+        problems.append(Problem(doc.location(path, key=key), dotted(path), message))
+
+    for key in spec.tags:
+        if key.startswith(PROVENANCE_PREFIX):
+            at(
+                ("tags", key),
+                f"tag keys starting with {PROVENANCE_PREFIX!r} belong to regctl",
+                key=True,
+            )
+    seen_alias: dict[str, tuple[str, int]] = {}
+    seen_run: dict[tuple[str, str], int] = {}
+    seen_pin: dict[int, int] = {}
+    for i, v in enumerate(spec.versions):
+        base: tuple[str | int, ...] = ("versions", i)
+        if v.run is None and v.run_id is None:
+            at(base, "give the version's run: `run` (a run name) or `run_id`")
+        if v.run is not None and v.run_id is not None:
+            at((*base, "run_id"), "give `run` or `run_id`, not both", key=True)
+        if v.run is not None and spec.experiment is None:
+            at((*base, "run"), "a run name needs the model's `experiment` to resolve in", key=True)
+        if v.run_id is not None and not _RUN_ID_RE.match(v.run_id):
+            at((*base, "run_id"), f"{v.run_id!r} is not a run id")
+        if v.artifact_path is not None and (
+            v.artifact_path.startswith("/") or ".." in v.artifact_path.split("/")
+        ):
+            at((*base, "artifact_path"), "must be a relative path inside the run's artifacts")
+        if v.run_dir is not None:
+            rd = Path(v.run_dir)
+            full = rd if rd.is_absolute() else repo / rd
+            if not exists(full):
+                at((*base, "run_dir"), f"directory not found: {v.run_dir}")
+            if v.run is not None and rd.name != v.run:
+                at(
+                    (*base, "run_dir"),
+                    f"the directory's name {rd.name!r} must be the run name {v.run!r}",
+                )
+        run_key = (v.run or v.run_id or "", (v.artifact_path or "").strip("/"))
+        if run_key[0]:
+            if run_key in seen_run:
+                at(
+                    base,
+                    f"{v.run or 'run_id ' + str(v.run_id)} with artifact path "
+                    f"{run_key[1] or '(root)'!r} is already declared by "
+                    f"versions[{seen_run[run_key]}]",
+                )
+            else:
+                seen_run[run_key] = i
+        if v.version is not None:
+            if v.version in seen_pin:
+                at(
+                    (*base, "version"),
+                    f"version {v.version} is already pinned by versions[{seen_pin[v.version]}]",
+                )
+            else:
+                seen_pin[v.version] = i
+        for j, alias in enumerate(v.aliases):
+            path = (*base, "aliases", j)
+            why = alias_problem(alias)
+            if why:
+                at(path, why)
+                continue
+            folded = alias.casefold()
+            if folded in seen_alias:
+                first, line = seen_alias[folded]
+                how = (
+                    "is already used" if first == alias else f"differs only in case from {first!r}"
+                )
+                at(path, f"alias {alias!r} {how} in this model (line {line})")
+            else:
+                seen_alias[folded] = (alias, doc.location(path).line)
+    return problems
+
+
+def _to_desired(spec: ManifestSpec, doc: Document) -> DesiredModel:
+    versions = []
+    for i, v in enumerate(spec.versions):
+        versions.append(
+            DesiredVersion(
+                index=i,
+                location=doc.location(("versions", i)),
+                run=v.run,
+                run_id=v.run_id,
+                run_dir=v.run_dir,
+                artifact_path=(v.artifact_path or "").strip("/"),
+                artifact_path_given=v.artifact_path is not None,
+                version=v.version,
+                description=v.description,
+                aliases=tuple(v.aliases),
+            )
+        )
+    return DesiredModel(
+        name=spec.name,
+        location=doc.location(("name",)),
+        description=spec.description,
+        experiment=spec.experiment,
+        tags=frozen_map(spec.tags),
+        prune=spec.prune,
+        versions=tuple(versions),
+    )
+
+
+def manifest_files(repo: Path) -> list[Path]:
+    """The manifest files of a repository, sorted."""
+    folder = repo / "manifests"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def display_path(path: Path, repo: Path) -> str:
+    """A path as the user knows it: relative to the repository when inside it."""
+    try:
+        return path.resolve().relative_to(repo.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def load_manifests(
+    repo: Path,
+    files: Sequence[Path] | None = None,
+    *,
+    check_paths: bool = True,
+) -> DesiredState:
+    """Load and validate every manifest; raise InputError listing every problem found."""
+    paths = manifest_files(repo) if files is None else list(files)
+    problems: list[Problem] = []
+    models: list[tuple[DesiredModel, Document]] = []
+    exists: Callable[[Path], bool] = (lambda p: p.is_dir()) if check_paths else (lambda p: True)
+    for path in paths:
+        shown = display_path(path, repo)
+        try:
+            docs = load_documents(path, shown)
+        except InputError as err:
+            problems.extend(err.problems)
+            continue
+        if len(docs) != 1:
+            problems.append(
+                Problem(
+                    Location(shown, 1, 1),
+                    "",
+                    f"a manifest holds exactly one document, found {len(docs)}",
+                )
+            )
+            continue
+        doc = docs[0]
+        spec, found = validate_document(doc, ManifestSpec)
+        problems.extend(found)
+        if spec is None:
+            continue
+        found = _check_model(spec, doc, repo, exists)
+        problems.extend(found)
+        if not found:
+            models.append((_to_desired(spec, doc), doc))
+    problems.extend(_check_across(models))
+    if problems:
+        raise InputError(problems)
+    return DesiredState(tuple(sorted((m for m, _ in models), key=lambda m: m.name)))
+
+
+def _check_across(models: list[tuple[DesiredModel, Document]]) -> list[Problem]:
+    problems = []
+    seen: dict[str, DesiredModel] = {}
+    for model, doc in models:
+        folded = model.name.casefold()
+        if folded in seen:
+            first = seen[folded]
+            how = (
+                "is already declared"
+                if first.name == model.name
+                else (f"differs only in case from {first.name!r}")
+            )
+            problems.append(
+                Problem(
+                    doc.location(("name",)),
+                    "name",
+                    f"model {model.name!r} {how} in {first.location}",
+                )
+            )
+        else:
+            seen[folded] = model
+    return problems
+
+
+def scope(state: DesiredState, names: Sequence[str]) -> DesiredState:
+    """Keep only the named models; unknown names are an error."""
+    if not names:
+        return state
+    known = set(state.names())
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise InputError(
+            [
+                Problem(Location("manifests/"), "", f"no manifest declares model {n!r}")
+                for n in unknown
+            ]
+        )
+    return DesiredState(tuple(m for m in state.models if m.name in set(names)))

@@ -1,0 +1,133 @@
+"""Frozen value types shared by the pipeline: desired state, observed state, run lookups.
+
+Everything here is plain data. Nothing in this module touches the world.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from regctl.errors import Location
+
+MANAGED_TAG = "regctl.managed"
+"""Registered-model tag that marks a model as managed by regctl (value `true`)."""
+
+PROVENANCE_PREFIX = "regctl."
+"""Tag keys with this prefix belong to regctl; manifests may not declare them."""
+
+
+def frozen_map(items: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """A read-only mapping sorted by key, so values compare and render deterministically."""
+    return MappingProxyType(dict(sorted((items or {}).items())))
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredVersion:
+    """One `versions:` entry of a manifest.
+
+    `run` is a run name resolved inside the model's experiment; `run_id` names the run
+    directly. Exactly one of them is set. `artifact_path` is "" for the run's whole
+    artifact root (the default). `description` is None when the key is absent (then
+    the registry's value is left alone).
+    """
+
+    index: int
+    location: Location
+    run: str | None
+    run_id: str | None
+    run_dir: str | None
+    artifact_path: str
+    artifact_path_given: bool
+    version: int | None
+    description: str | None
+    aliases: tuple[str, ...]
+
+    @property
+    def run_ref(self) -> str:
+        """How the manifest names the run, for messages."""
+        return self.run if self.run is not None else f"run_id {self.run_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredModel:
+    """A registered model as one manifest declares it."""
+
+    name: str
+    location: Location
+    description: str | None
+    experiment: str | None
+    tags: Mapping[str, str]
+    prune: bool
+    versions: tuple[DesiredVersion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """Every manifest, validated. Models are sorted by name."""
+
+    models: tuple[DesiredModel, ...]
+
+    def model(self, name: str) -> DesiredModel | None:
+        for m in self.models:
+            if m.name == name:
+                return m
+        return None
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedVersion:
+    """A model version as the registry reports it (version numbers normalised to int)."""
+
+    version: int
+    run_id: str
+    source: str
+    description: str
+    tags: Mapping[str, str]
+    status: str = "READY"
+    stage: str = "None"
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedModel:
+    """A registered model with its versions and aliases, as observed."""
+
+    name: str
+    description: str
+    tags: Mapping[str, str]
+    aliases: Mapping[str, int]
+    versions: Mapping[int, ObservedVersion]
+
+    @property
+    def managed(self) -> bool:
+        return self.tags.get(MANAGED_TAG) == "true"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """A logged run as far as planning needs it."""
+
+    run_id: str
+    name: str
+    experiment_id: str
+    status: str
+    artifact_uri: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedState:
+    """What the registry holds for the models regctl looked at, plus run lookups.
+
+    `runs` maps (experiment name, run name) to every active run of that name;
+    `runs_by_id` holds the runs named by id. `experiments` maps names to ids for the
+    experiments that exist.
+    """
+
+    models: Mapping[str, ObservedModel]
+    experiments: Mapping[str, str] = field(default_factory=dict)
+    runs: Mapping[tuple[str, str], tuple[RunRef, ...]] = field(default_factory=dict)
+    runs_by_id: Mapping[str, RunRef] = field(default_factory=dict)

@@ -1,0 +1,124 @@
+"""The ports through which the core reaches a registry. Planning only ever gets a reader.
+
+The MLflow adapter (`regctl.mlflow_store`) implements all three; tests may wrap them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from regctl.model import ObservedModel, ObservedVersion, RunRef
+
+
+@dataclass(frozen=True, slots=True)
+class RunData:
+    """A logged run's content, for sync's comparison and for policies."""
+
+    ref: RunRef
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactInfo:
+    """One file already in a run's artifacts."""
+
+    path: str
+    size: int
+
+
+class RegistryReader(Protocol):
+    """Read-only access to the registry and the runs it points at."""
+
+    def search_models(self, names: Collection[str] | None) -> dict[str, ObservedModel]:
+        """Models (with versions and aliases); all of them when `names` is None."""
+        ...
+
+    def versions_of_run(self, model: str, run_id: str) -> list[ObservedVersion]:
+        """Live versions of `model` registered from `run_id` (find-by-run)."""
+        ...
+
+    def experiments(self, names: Collection[str]) -> dict[str, str]:
+        """Experiment name -> id, for the named experiments that exist."""
+        ...
+
+    def runs_in(self, experiment_id: str, names: Collection[str]) -> list[RunRef]:
+        """Active runs of the experiment whose names are in `names`."""
+        ...
+
+    def runs_by_id(self, run_ids: Collection[str]) -> dict[str, RunRef]:
+        """Active runs by id; missing ids are absent from the result."""
+        ...
+
+    def run_data(self, run_ids: Collection[str]) -> dict[str, RunData]:
+        """Params, metrics and tags of the given runs."""
+        ...
+
+
+class RegistryWriter(Protocol):
+    """Registry writes. One method, one request."""
+
+    def create_model(self, name: str, description: str | None, tags: Mapping[str, str]) -> None: ...
+
+    def update_model_description(self, name: str, description: str) -> None: ...
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None: ...
+
+    def delete_model_tag(self, name: str, key: str) -> None: ...
+
+    def create_version(
+        self,
+        name: str,
+        source: str,
+        run_id: str,
+        description: str | None,
+        tags: Mapping[str, str],
+    ) -> int: ...
+
+    def update_version_description(self, name: str, version: int, description: str) -> None: ...
+
+    def set_version_tag(self, name: str, version: int, key: str, value: str) -> None: ...
+
+    def set_alias(self, name: str, alias: str, version: int) -> None: ...
+
+    def delete_alias(self, name: str, alias: str) -> None: ...
+
+    def delete_version(self, name: str, version: int) -> None: ...
+
+    def delete_model(self, name: str) -> None: ...
+
+
+class TrackingWriter(Protocol):
+    """Tracking writes for sync: experiments, runs, params/metrics, artifacts."""
+
+    def create_experiment(self, name: str) -> str: ...
+
+    def create_run(self, experiment_id: str, run_name: str, start_time_ms: int) -> RunRef: ...
+
+    def log_batch(
+        self, run_id: str, params: Mapping[str, str], metrics: Mapping[str, float], step_ms: int
+    ) -> None: ...
+
+    def list_artifacts(self, run: RunRef) -> list[ArtifactInfo]: ...
+
+    def upload_artifact(self, run: RunRef, local_path: str, rel_path: str) -> None: ...
+
+    def finish_run(self, run_id: str, status: str, end_time_ms: int) -> None: ...
+
+
+class Registry(RegistryReader, RegistryWriter, TrackingWriter, Protocol):
+    """Everything an adapter offers; use cases hand out the narrow ports."""
+
+    def describe(self) -> str:
+        """The tracking URI without credentials, for messages."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    """Split a sequence into slices of at most `size` items."""
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,254 @@
+"""Sync: log the run directories that manifests reference, one MLflow run each.
+
+The key of a run is (experiment, run name). A FINISHED run is never touched again; a
+run left RUNNING or FAILED by an interrupted sync is resumed by uploading only the files
+that are missing or differ in size. Params are write-once: a directory whose params
+differ from the logged run's is an error (path params only warn, they differ between
+machines). Every check happens before the first write.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from regctl.diff import PendingRun
+from regctl.errors import InputError, Location, Problem, RegctlError
+from regctl.model import DesiredState, RunRef
+from regctl.ports import RegistryReader, RunData, TrackingWriter
+from regctl.runs import PATH_PARAMS, RunRecord, read_run_dir
+
+
+class SyncStore(RegistryReader, TrackingWriter, Protocol):
+    """What sync needs: lookups plus tracking writes."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncItem:
+    """A run directory referenced by a manifest entry."""
+
+    experiment: str
+    record: RunRecord
+    display: str
+    location: Location
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.experiment, self.record.run_name)
+
+
+@dataclass
+class SyncReport:
+    """What sync did. `run_ids` maps (experiment, run name) to the run for every item."""
+
+    run_ids: dict[tuple[str, str], str] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+Progress = Callable[[int, int, int, int], None]
+"""(files done, files total, bytes done, bytes total)."""
+
+
+def collect(desired: DesiredState, repo: Path) -> list[SyncItem]:
+    """Read every referenced run directory (files only, no server). Errors name the manifest
+    line; every directory is read before any problem is raised."""
+    items: dict[tuple[str, str], SyncItem] = {}
+    problems: list[Problem] = []
+    for model in desired.models:
+        for v in model.versions:
+            if v.run_dir is None or model.experiment is None:
+                continue
+            path = Path(v.run_dir)
+            full = path if path.is_absolute() else repo / path
+            try:
+                record = read_run_dir(full, display=v.run_dir)
+            except InputError as err:
+                problems.extend(
+                    Problem(v.location, f"versions[{v.index}].run_dir", str(p))
+                    for p in err.problems
+                )
+                continue
+            item = SyncItem(model.experiment, record, v.run_dir, v.location)
+            other = items.get(item.key)
+            if other is not None and other.record.run_dir != record.run_dir:
+                problems.append(
+                    Problem(
+                        v.location,
+                        f"versions[{v.index}].run_dir",
+                        f"run {record.run_name!r} in experiment {model.experiment!r} is already "
+                        f"taken by {other.display} ({other.location})",
+                    )
+                )
+                continue
+            items[item.key] = item
+    if problems:
+        raise InputError(problems)
+    return [items[k] for k in sorted(items)]
+
+
+def pending_runs(
+    items: Sequence[SyncItem], runs: Mapping[tuple[str, str], Sequence[RunRef]]
+) -> list[PendingRun]:
+    """The items that sync would log as new runs."""
+    out = []
+    for item in items:
+        if runs.get(item.key):
+            continue
+        out.append(
+            PendingRun(
+                item.experiment,
+                item.record.run_name,
+                item.display,
+                len(item.record.files),
+                sum(f.size for f in item.record.files),
+            )
+        )
+    return out
+
+
+def _param_problems(item: SyncItem, logged: RunData) -> tuple[list[str], list[str]]:
+    errors, warnings = [], []
+    mine = item.record.params
+    for key in sorted(set(mine) | set(logged.params)):
+        if key not in logged.params:
+            continue  # not logged yet: an interrupted sync; resumed below
+        old, new = logged.params.get(key), mine.get(key)
+        if old == new:
+            continue
+        text = f"param {key!r}: logged {old!r}, directory has {new!r}"
+        if key in PATH_PARAMS:
+            warnings.append(f"{item.display}: {text} (path params differ between machines)")
+        else:
+            errors.append(text)
+    return errors, warnings
+
+
+def sync(
+    items: Sequence[SyncItem],
+    store: SyncStore,
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Log every item (see module doc). Raises before any write if any item conflicts."""
+    report = SyncReport()
+    exp_names = sorted({i.experiment for i in items})
+    exp_ids = store.experiments(exp_names)
+    existing: dict[tuple[str, str], RunRef] = {}
+    problems: list[Problem] = []
+    for exp in exp_names:
+        if exp not in exp_ids:
+            continue
+        names = [i.record.run_name for i in items if i.experiment == exp]
+        found: dict[str, list[RunRef]] = {}
+        for hit in store.runs_in(exp_ids[exp], names):
+            found.setdefault(hit.name, []).append(hit)
+        for name, refs in found.items():
+            if len(refs) > 1:
+                item = next(i for i in items if i.key == (exp, name))
+                problems.append(
+                    Problem(
+                        item.location,
+                        "run_dir",
+                        f"experiment {exp!r} holds {len(refs)} runs named "
+                        f"{name!r}; sync cannot tell which is this directory",
+                    )
+                )
+            else:
+                existing[(exp, name)] = refs[0]
+    data = store.run_data([r.run_id for r in existing.values()])
+    for item in items:
+        prior = existing.get(item.key)
+        if prior is None or prior.run_id not in data:
+            continue
+        ref = prior
+        errors, warnings = _param_problems(item, data[ref.run_id])
+        report.warnings.extend(warnings)
+        if errors:
+            problems.append(
+                Problem(
+                    item.location,
+                    "run_dir",
+                    f"{item.display} differs from the logged run {ref.run_id} "
+                    f"(params are write-once): " + "; ".join(errors),
+                )
+            )
+    for item in items:
+        report.warnings.extend(f"{item.display}: {w}" for w in item.record.warnings)
+        report.warnings.extend(
+            f"{item.display}: skipped {s.rel_path}: {s.reason}" for s in item.record.skipped
+        )
+    if problems:
+        raise InputError(problems)
+
+    todo: list[tuple[SyncItem, RunRef | None]] = []
+    for item in items:
+        prior = existing.get(item.key)
+        if prior is not None and prior.status == "FINISHED":
+            report.run_ids[item.key] = prior.run_id
+            report.skipped.append(item.record.run_name)
+        else:
+            todo.append((item, prior))
+    if dry_run or not todo:
+        return report
+
+    total_files = sum(len(i.record.files) for i, _ in todo)
+    total_bytes = sum(f.size for i, _ in todo for f in i.record.files)
+    done_files = done_bytes = 0
+    for item, found_ref in todo:
+        exp_id = exp_ids.get(item.experiment)
+        if exp_id is None:
+            exp_id = store.create_experiment(item.experiment)
+            exp_ids[item.experiment] = exp_id
+        now = int(time.time() * 1000)
+        have: dict[str, int] = {}
+        if found_ref is None:
+            ref = store.create_run(exp_id, item.record.run_name, now)
+            report.created.append(item.record.run_name)
+            logged = RunData(ref, {}, {}, {})
+        else:
+            ref = found_ref
+            report.resumed.append(item.record.run_name)
+            logged = data.get(ref.run_id, RunData(ref, {}, {}, {}))
+            have = {a.path: a.size for a in store.list_artifacts(ref)}
+        report.run_ids[item.key] = ref.run_id
+        params = {k: v for k, v in item.record.params.items() if k not in logged.params}
+        metrics = {k: v for k, v in item.record.metrics.items() if logged.metrics.get(k) != v}
+        if params or metrics:
+            store.log_batch(ref.run_id, params, metrics, now)
+        for f in item.record.files:
+            if have.get(f.rel_path) == f.size:
+                done_files += 1
+                done_bytes += f.size
+                continue
+            local = str(Path(item.record.run_dir, *f.rel_path.split("/")))
+            _check_regular(local, item)
+            store.upload_artifact(ref, local, f.rel_path)
+            report.files += 1
+            report.bytes += f.size
+            done_files += 1
+            done_bytes += f.size
+            if progress is not None:
+                progress(done_files, total_files, done_bytes, total_bytes)
+        store.finish_run(ref.run_id, "FINISHED", int(time.time() * 1000))
+    return report
+
+
+def _check_regular(local: str, item: SyncItem) -> None:
+    """Refuse a file that became a link or something else since the directory was read."""
+    st = os.lstat(local)
+    if not stat.S_ISREG(st.st_mode):
+        raise RegctlError(f"{item.display}: {local} is no longer a regular file; not uploaded")
+    real = os.path.realpath(local)
+    if os.path.commonpath([real, item.record.run_dir]) != item.record.run_dir:
+        raise RegctlError(f"{item.display}: {local} resolves outside the run directory")
