@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import re
 import time
@@ -88,6 +89,10 @@ class MlflowRegistry:
             from mlflow.tracking._model_registry.utils import _get_store as registry_store
             from mlflow.tracking._tracking_service.utils import _get_store as tracking_store
 
+            # MLflow logs database migrations and the like at INFO on stderr (configured at
+            # import); regctl's output is its own. Warnings still show.
+            for name in ("mlflow", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
             self._tracking = tracking_store(tracking_uri, artifact_root)
             self._registry = registry_store(self.registry_uri, tracking_uri)
 
