@@ -305,7 +305,7 @@ def test_links_and_fifos_are_neither_uploaded_nor_opened(
     os.symlink(outside / "dir", d / "linkdir")
     os.mkfifo(d / "pipe")
     manifest_for(b.repo, f"{uniq}-m", f"{uniq}-exp", [d])
-    code, out, err = run_cli(*args(b, "sync"))  # a FIFO opened for reading would block here
+    code, _, err = run_cli(*args(b, "sync"))  # a FIFO opened for reading would block here
     assert code == 0, err
     assert "link.txt" in err and "linkdir" in err and "pipe" in err
     run = logged_run(b, f"{uniq}-exp", d.name)
