@@ -134,11 +134,32 @@ def validate_document(doc: Document, schema: type[M]) -> tuple[M | None, list[Pr
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            path = tuple(p for p in err["loc"] if not _is_union_branch(p))
+            path = _input_path(doc.value, err["loc"])
             key = err["type"] in ("extra_forbidden",)
             loc = doc.location(path, key=key)
             problems.append(Problem(loc, dotted(path), _message(err, doc, path)))
         return None, _dedupe(problems)
+
+
+def _input_path(value: Any, loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    """pydantic's `loc` as a path in the input: union-branch labels dropped, keys kept.
+
+    A part that names a key or index of the input is always kept, so a user's key
+    spelled `none`, `str`, `int` or `a[0]` keeps its name and position.
+    """
+    path: list[str | int] = []
+    for part in loc:
+        inside = (isinstance(value, dict) and part in value) or (
+            isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        )
+        if inside:
+            value = value[part]
+        elif _is_union_branch(part):
+            continue
+        else:
+            value = None
+        path.append(part)
+    return tuple(path)
 
 
 def _is_union_branch(part: Any) -> bool:
@@ -157,9 +178,9 @@ def alias_problem(alias: str) -> str | None:
     """Why MLflow would reject this alias name, or None."""
     if len(alias) > 255:
         return "alias is longer than 255 characters"
-    if not _ALIAS_RE.match(alias):
+    if not _ALIAS_RE.fullmatch(alias):
         return f"alias {alias!r} may contain only letters, digits, '_' and '-'"
-    if _RESERVED_ALIAS_RE.match(alias):
+    if _RESERVED_ALIAS_RE.fullmatch(alias):
         return f"alias {alias!r} is reserved by MLflow ('latest' and 'v<digits>')"
     return None
 
@@ -172,6 +193,14 @@ def _check_model(
     def at(path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
         problems.append(Problem(doc.location(path, key=key), dotted(path), message))
 
+    if isinstance(doc.value, dict) and "description" in doc.value and spec.description is None:
+        at(("description",), "empty: write description: '' to clear it, or remove the key")
+    for i, raw in enumerate(doc.value.get("versions") or [] if isinstance(doc.value, dict) else []):
+        if isinstance(raw, dict) and "description" in raw and raw["description"] is None:
+            at(
+                ("versions", i, "description"),
+                "empty: write description: '' to clear it, or remove the key",
+            )
     for key in spec.tags:
         if key.startswith(PROVENANCE_PREFIX):
             at(
@@ -190,7 +219,7 @@ def _check_model(
             at((*base, "run_id"), "give `run` or `run_id`, not both", key=True)
         if v.run is not None and spec.experiment is None:
             at((*base, "run"), "a run name needs the model's `experiment` to resolve in", key=True)
-        if v.run_id is not None and not _RUN_ID_RE.match(v.run_id):
+        if v.run_id is not None and not _RUN_ID_RE.fullmatch(v.run_id):
             at((*base, "run_id"), f"{v.run_id!r} is not a run id")
         if v.artifact_path is not None and (
             v.artifact_path.startswith("/") or ".." in v.artifact_path.split("/")
@@ -297,6 +326,7 @@ def load_manifests(
     paths = manifest_files(repo) if files is None else list(files)
     problems: list[Problem] = []
     models: list[tuple[DesiredModel, Document]] = []
+    named: list[tuple[DesiredModel, Document]] = []
     exists: Callable[[Path], bool] = (lambda p: p.is_dir()) if check_paths else (lambda p: True)
     for path in paths:
         shown = display_path(path, repo)
@@ -321,11 +351,23 @@ def load_manifests(
             continue
         found = _check_model(spec, doc, repo, exists)
         problems.extend(found)
+        desired = _to_desired(spec, doc)
+        named.append((desired, doc))  # names are compared even when this file has problems
         if not found:
-            models.append((_to_desired(spec, doc), doc))
-    problems.extend(_check_across(models))
+            models.append((desired, doc))
+    problems.extend(_check_across(named))
     if problems:
-        raise InputError(problems)
+        order = {display_path(p, repo): i for i, p in enumerate(paths)}
+        raise InputError(
+            sorted(
+                problems,
+                key=lambda p: (
+                    order.get(p.location.file, len(order)),
+                    p.location.line,
+                    p.location.col,
+                ),
+            )
+        )
     return DesiredState(tuple(sorted((m for m, _ in models), key=lambda m: m.name)))
 
 

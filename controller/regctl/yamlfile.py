@@ -232,7 +232,11 @@ class _Builder:
                         Problem(self.loc(kev), dotted(path), "YAML merge keys (<<) are not allowed")
                     )
                 self.doc.keys[(*path, key)] = _mark(kev)
-                mapping[key] = self.node(next(events), events, (*path, key), depth + 1)
+                vev = next(events)
+                mapping[key] = self.node(vev, events, (*path, key), depth + 1)
+                if isinstance(vev, ScalarEvent) and vev.value == "" and not vev.style:
+                    # an empty value has no mark of its own (ruamel gives the next token's)
+                    self.doc.values[(*path, key)] = self.doc.keys[(*path, key)]
         raise _Refused(Problem(self.loc(ev), dotted(path), "unexpected YAML structure"))
 
 
