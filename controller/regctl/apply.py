@@ -8,6 +8,7 @@ adopted instead of repeated.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import singledispatch
@@ -40,6 +41,7 @@ class ApplyContext:
     run_ids: Mapping[tuple[str, str], str] = field(default_factory=dict)
     created: dict[tuple[str, int], int] = field(default_factory=dict)
     version_tags: Mapping[str, str] = field(default_factory=dict)
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,37 +100,49 @@ def _run_id(change: CreateVersion, ctx: ApplyContext) -> str:
     return ctx.run_ids[key]
 
 
+CREATE_ATTEMPTS = 3
+"""A transient create failure is retried only after find-by-run showed it did not commit."""
+
+
+def _create_or_adopt(change: CreateVersion, ctx: ApplyContext, run_id: str) -> int:
+    source = change.source(run_id)
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return ctx.writer.create_version(
+                change.model, source, run_id, change.description, ctx.version_tags
+            )
+        except RegistryError as err:
+            # The create may have committed although we saw an error (lost response).
+            # Look before anything else, so one entry never gets two versions.
+            found = [
+                v for v in ctx.reader.versions_of_run(change.model, run_id) if v.source == source
+            ]
+            if found:
+                for extra in found[1:]:
+                    ctx.writer.delete_version(change.model, extra.version)
+                if change.description is not None and found[0].description != change.description:
+                    ctx.writer.update_version_description(
+                        change.model, found[0].version, change.description
+                    )
+                return found[0].version
+            if not err.transient or attempt == CREATE_ATTEMPTS - 1:
+                raise
+            ctx.sleep(2.0**attempt)
+    raise AssertionError("unreachable")
+
+
 @_handle.register
 def _(change: CreateVersion, ctx: ApplyContext) -> None:
     run_id = _run_id(change, ctx)
-    source = change.source(run_id)
-    try:
-        number = ctx.writer.create_version(
-            change.model, source, run_id, change.description, ctx.version_tags
-        )
-    except RegistryError as err:
-        # The create may have committed although we saw an error (lost response, retried
-        # 5xx). Look before doing anything else, so one entry never gets two versions.
-        found = [v for v in ctx.reader.versions_of_run(change.model, run_id) if v.source == source]
-        if not found:
-            raise
-        number = found[0].version
-        if len(found) > 1:
-            for extra in found[1:]:
-                ctx.writer.delete_version(change.model, extra.version)
-        if (
-            not isinstance(err, AlreadyExists)
-            and change.description is not None
-            and found[0].description != change.description
-        ):
-            ctx.writer.update_version_description(change.model, number, change.description)
+    number = _create_or_adopt(change, ctx, run_id)
     if change.pinned and number != change.expected_version:
         ctx.writer.delete_version(change.model, number)
         raise ApplyError(
-            f"{change.location}: MLflow assigned version {number} to {change.run_name or run_id}, "
-            f"but the entry is pinned to {change.expected_version} (another writer registered a "
-            f"version meanwhile, or a deleted version consumed the number); version {number} "
-            "was deleted again. Remove or update the pin and apply again",
+            f"{change.location}: MLflow assigned version {number} to "
+            f"{change.run_name or run_id}, but the entry is pinned to "
+            f"{change.expected_version} (another writer registered a version meanwhile, or a "
+            f"deleted version consumed the number); version {number} was deleted again. "
+            "Remove or update the pin and apply again",
             done=0,
             total=0,
         )

@@ -286,19 +286,45 @@ class MlflowRegistry:
     def create_version(
         self, name: str, source: str, run_id: str, description: str | None, tags: Mapping[str, str]
     ) -> int:
+        """Register a version with exactly one request: never retried here.
+
+        MLflow's client retries POSTs on 5xx and connection errors, so a create that
+        committed but lost its response would be repeated and leave two versions. Apply
+        looks the version up by run after any failure instead (find-by-run).
+        """
         from mlflow.entities.model_registry import ModelVersionTag
 
-        mv = self._call(
-            "create model version",
-            lambda: self._registry.create_model_version(
-                name,
-                source,
-                run_id=run_id,
-                tags=[ModelVersionTag(k, v) for k, v in tags.items()],
-                description=description,
-            ),
-        )
-        return int(mv.version)
+        get_creds = getattr(self._registry, "get_host_creds", None)
+        if get_creds is None:  # a local store: no transport, nothing to retry
+            mv = self._call(
+                "create model version",
+                lambda: self._registry.create_model_version(
+                    name,
+                    source,
+                    run_id=run_id,
+                    tags=[ModelVersionTag(k, v) for k, v in tags.items()],
+                    description=description,
+                ),
+            )
+            return int(mv.version)
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        endpoint = "/api/2.0/mlflow/model-versions/create"
+        body: dict[str, Any] = {
+            "name": name,
+            "source": source,
+            "run_id": run_id,
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        }
+        if description is not None:
+            body["description"] = description
+
+        def once() -> int:
+            resp = http_request(get_creds(), endpoint, "POST", max_retries=0, json=body)
+            resp = verify_rest_response(resp, endpoint)
+            return int(resp.json()["model_version"]["version"])
+
+        return self._call("create model version", once)
 
     def update_version_description(self, name: str, version: int, description: str) -> None:
         self._call(
