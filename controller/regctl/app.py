@@ -7,6 +7,7 @@ adapter is imported only when a command needs a registry, so `regctl --help` and
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -16,10 +17,20 @@ from typing import TYPE_CHECKING
 
 from regctl.apply import ApplyContext, ApplyReport, apply_plan
 from regctl.diff import diff
-from regctl.errors import Aborted, InputError, Location, Problem, RegctlError
+from regctl.errors import Aborted, InputError, Location, PolicyDenied, Problem, RegctlError
 from regctl.manifest import load_manifests, scope
-from regctl.model import DesiredState, ObservedState, RunRef
-from regctl.plan import Change, Plan, plan_from_json
+from regctl.model import DesiredState, DesiredVersion, ObservedState, RunRef
+from regctl.plan import Change, CreateVersion, Plan, SetAlias, SetVersionDescription, plan_from_json
+from regctl.policy import (
+    Comparison,
+    PolicyReport,
+    PolicySet,
+    Review,
+    Subject,
+    alias_comparison,
+    evaluate,
+    load_policies,
+)
 from regctl.ports import Registry, RegistryReader
 from regctl.sync import SyncItem, SyncReport, collect, pending_runs, sync
 
@@ -119,18 +130,26 @@ class ValidateReport:
     versions: int
     run_dirs: int
     warnings: list[str] = field(default_factory=list)
+    policies: int = 0
+    waivers: int = 0
 
 
 def validate(settings: Settings, models: Sequence[str] = ()) -> ValidateReport:
     """Offline: manifests, and the run directories they reference."""
     desired, _ = load_desired(settings, models)
+    policies = load_policies(settings.repo)
     items = collect(desired, settings.repo)
     warnings = [f"{i.display}: {w}" for i in items for w in i.record.warnings]
     warnings += [
         f"{i.display}: skipped {s.rel_path}: {s.reason}" for i in items for s in i.record.skipped
     ]
     return ValidateReport(
-        len(desired.models), sum(len(m.versions) for m in desired.models), len(items), warnings
+        len(desired.models),
+        sum(len(m.versions) for m in desired.models),
+        len(items),
+        warnings,
+        len(policies.policies),
+        len(policies.waivers),
     )
 
 
@@ -143,6 +162,7 @@ class Planned:
     observed: ObservedState
     items: list[SyncItem]
     complete: bool
+    policies: PolicySet
 
 
 def make_plan(
@@ -150,6 +170,7 @@ def make_plan(
 ) -> Planned:
     """Load, observe and diff. Raises InputError/PlanError with manifest lines."""
     desired, complete = load_desired(settings, models)
+    policies = load_policies(settings.repo)
     if prune and complete and not desired.models:
         raise InputError(
             [
@@ -165,7 +186,141 @@ def make_plan(
     pending = pending_runs(items, observed.runs)
     target = registry_target(settings)
     plan = diff(desired, observed, target=target, pending=pending, prune=prune, complete=complete)
-    return Planned(plan, desired, observed, items, complete)
+    return Planned(plan, desired, observed, items, complete, policies)
+
+
+def _touched(plan: Plan) -> set[tuple[str, int]]:
+    """(model, version number) of the versions a plan creates, promotes or re-describes."""
+    out: set[tuple[str, int]] = set()
+    for c in plan.changes:
+        if isinstance(c, CreateVersion):
+            out.add((c.model, c.expected_version))
+        elif isinstance(c, SetAlias):
+            out.add((c.model, c.new))
+        elif isinstance(c, SetVersionDescription):
+            out.add((c.model, c.version))
+    return out
+
+
+def subjects(planned: Planned, reader: RegistryReader, *, only_touched: bool) -> list[Subject]:
+    """The versions of the desired state as policies see them.
+
+    Params and metrics come from MLflow when the run is logged, else from its run
+    directory through the same reader sync uses; neither gives None (rules fail closed).
+    """
+    bound = {(b.model, b.entry): b for b in planned.plan.bindings}
+    touched = _touched(planned.plan)
+    records = {i.key: i.record for i in planned.items}
+    wanted: list[tuple[str, DesiredVersion, int | None, str | None, str]] = []
+    for m in planned.desired.models:
+        for v in m.versions:
+            b = bound.get((m.name, v.index))
+            if only_touched and (b is None or (m.name, b.version) not in touched):
+                continue
+            wanted.append(
+                (m.name, v, b.version if b else None, b.run_id if b else None, m.experiment or "")
+            )
+    data = reader.run_data([rid for *_, rid, _ in wanted if rid])
+    out = []
+    for model, v, number, run_id, experiment in wanted:
+        current = planned.observed.models.get(model)
+        description = v.description
+        if (
+            description is None
+            and current is not None
+            and number is not None
+            and number in current.versions
+        ):
+            description = current.versions[number].description
+        logged = data.get(run_id) if run_id else None
+        record = records.get((experiment, v.run or ""))
+        if logged is not None:
+            params, metrics, source = logged.params, logged.metrics, "mlflow"
+            name = logged.ref.name or v.run_ref
+        elif record is not None:
+            params, metrics, source = record.params, record.metrics, "run_dir"
+            name = record.run_name
+        else:
+            params, metrics, source, name = None, None, "none", v.run or v.run_id or "?"
+        out.append(
+            Subject(
+                model,
+                name,
+                run_id,
+                number,
+                v.aliases,
+                description,
+                params,
+                metrics,
+                source,
+                str(v.location),
+            )
+        )
+    return out
+
+
+def incumbents(planned: Planned, reader: RegistryReader) -> dict[tuple[str, str], Subject]:
+    """(model, alias) -> the version that holds the alias in the registry now."""
+    holders: dict[tuple[str, str], tuple[int, str]] = {}
+    for m in planned.desired.models:
+        current = planned.observed.models.get(m.name)
+        if current is None:
+            continue
+        for alias, number in current.aliases.items():
+            if number in current.versions:
+                holders[(m.name, alias)] = (number, current.versions[number].run_id)
+    data = reader.run_data({rid for _, rid in holders.values() if rid})
+    out = {}
+    for (model, alias), (number, run_id) in holders.items():
+        current = planned.observed.models[model]
+        logged = data.get(run_id)
+        out[(model, alias)] = Subject(
+            model,
+            logged.ref.name if logged else run_id,
+            run_id,
+            number,
+            (alias,),
+            current.versions[number].description,
+            logged.params if logged else None,
+            logged.metrics if logged else None,
+            "mlflow" if logged else "none",
+            f"registry: {model} version {number}",
+        )
+    return out
+
+
+def review(planned: Planned, reader: RegistryReader, *, only_touched: bool = True) -> Review:
+    """Judge the desired state (or just the versions the plan touches) against policy."""
+    subs = subjects(planned, reader, only_touched=only_touched)
+    holders = incumbents(planned, reader)
+    report = evaluate(planned.policies, subs, holders, dt.datetime.now(dt.UTC).date())
+    by_version = {(s.model, s.version): s for s in subs}
+    comparisons = []
+    for c in planned.plan.changes:
+        if not isinstance(c, SetAlias):
+            continue
+        cand = by_version.get((c.model, c.new))
+        if cand is None:
+            continue
+        inc = holders.get((c.model, c.alias))
+        primary = (cand.params or {}).get("primary_metric", "")
+        comparisons.append(
+            Comparison(
+                c.model,
+                c.alias,
+                cand.run,
+                inc.run if inc else None,
+                primary,
+                tuple(alias_comparison(cand, inc, primary)),
+            )
+        )
+    return Review(report, tuple(comparisons))
+
+
+def check(settings: Settings, registry: RegistryReader, models: Sequence[str] = ()) -> PolicyReport:
+    """Policy verdicts for every version of the desired state."""
+    planned = make_plan(settings, registry, models)
+    return review(planned, registry, only_touched=False).report
 
 
 def registry_target(settings: Settings) -> str:
@@ -200,6 +355,7 @@ class ApplyOutcome:
     """What apply did and what the registry looked like afterwards."""
 
     plan: Plan
+    review: Review | None
     report: ApplyReport | None
     sync: SyncReport | None
     after: Plan | None
@@ -213,11 +369,16 @@ def apply(
     plan_file: Path | None = None,
     prune: bool = False,
     no_sync: bool = False,
+    show: Callable[[Plan, Review], object] | None = None,
     confirm: Callable[[Plan], bool] | None = None,
     progress: Callable[[int, int, Change], object] | None = None,
     sync_progress: Progress | None = None,
 ) -> ApplyOutcome:
-    """Plan (or load a saved plan), confirm, sync, apply, then observe and diff again."""
+    """Plan (or load a saved plan), judge it, confirm, sync, apply, then diff again.
+
+    Nothing is written (sync included) when any manifest is invalid, when a policy denies
+    a version the plan touches, or when a saved plan no longer matches the registry.
+    """
     planned = make_plan(settings, registry, models, prune=prune)
     plan = planned.plan
     if plan_file is not None:
@@ -230,7 +391,13 @@ def apply(
             )
         plan = saved
     if plan.empty:
-        return ApplyOutcome(plan, None, None, None)
+        return ApplyOutcome(plan, None, None, None, None)
+    verdict = review(planned, registry)
+    if show is not None:
+        show(plan, verdict)
+    if verdict.report.denied:
+        denied = "; ".join(r.message for r in verdict.report.denied)
+        raise PolicyDenied(f"policy denied, nothing was written: {denied}")
     if confirm is not None and not confirm(plan):
         raise Aborted("apply cancelled; nothing was written")
     sync_report = None
@@ -241,7 +408,7 @@ def apply(
     ctx = ApplyContext(writer=registry, reader=registry, run_ids=run_ids)
     report = apply_plan(plan, ctx, progress=progress)
     after = make_plan(settings, registry, models, prune=prune).plan
-    return ApplyOutcome(plan, report, sync_report, after)
+    return ApplyOutcome(plan, verdict, report, sync_report, after)
 
 
 def load_plan_file(path: Path) -> Plan:

@@ -17,10 +17,12 @@ import click
 from regctl import app
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
 from regctl.plan import Change, Plan
+from regctl.policy import Review, render_report
 from regctl.render import render, render_text, summary_line
 from regctl.sync import Progress
 
 FORMATS = ("text", "json", "markdown")
+CHECK_FORMATS = ("text", "json", "markdown", "github")
 
 
 @dataclass
@@ -87,7 +89,8 @@ def validate(opts: Opts, models: tuple[str, ...]) -> int:
         _err(f"warning: {w}")
     click.echo(
         f"{report.models} manifests valid: {report.versions} versions, "
-        f"{report.run_dirs} run directories."
+        f"{report.run_dirs} run directories; {report.policies} policies, "
+        f"{report.waivers} waivers."
     )
     return ExitCode.OK
 
@@ -162,18 +165,42 @@ def _count_todo(report: Any) -> int:
 def diff_cmd(
     opts: Opts, models: tuple[str, ...], fmt: str, exit_code: bool, out: Path | None, prune: bool
 ) -> int:
-    """Show what apply would change."""
+    """Show what apply would change, with the policy verdict of the versions it touches.
+
+    Exit 3 when a policy denies a touched version; with --exit-code, 2 when there are
+    changes and 0 when the registry matches.
+    """
     registry = app.open_registry(opts.settings)
     try:
         planned = app.make_plan(opts.settings, registry, models, prune=prune)
+        review = app.review(planned, registry)
     finally:
         registry.close()
-    click.echo(render(planned.plan, fmt, color=opts.color), nl=False)
+    click.echo(render(planned.plan, fmt, color=opts.color, review=review), nl=False)
     if out is not None:
         out.write_text(render(planned.plan, "json"), encoding="utf-8")
+    if review.report.denied:
+        return ExitCode.DENIED
     if exit_code and not planned.plan.empty:
         return ExitCode.CHANGES
     return ExitCode.OK
+
+
+@cli.command(name="check")
+@click.argument("models", nargs=-1)
+@click.option(
+    "--format", "fmt", type=click.Choice(CHECK_FORMATS), default="text", show_default=True
+)
+@click.pass_obj
+def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
+    """Policy verdicts for every version the manifests declare (exit 3 on a deny)."""
+    registry = app.open_registry(opts.settings)
+    try:
+        report = app.check(opts.settings, registry, models)
+    finally:
+        registry.close()
+    click.echo(render_report(report, fmt, verbose=opts.verbose > 0), nl=False)
+    return report.exit_code
 
 
 @cli.command(name="apply")
@@ -191,8 +218,10 @@ def apply_cmd(
     if models and models[0].endswith(".json"):
         plan_file = Path(models.pop(0))
 
+    def show(plan: Plan, review: Review) -> None:
+        click.echo(render_text(plan, color=opts.color, review=review), nl=False)
+
     def confirm(plan: Plan) -> bool:
-        click.echo(render_text(plan, color=opts.color), nl=False)
         if auto_approve:
             return True
         if not _is_tty(sys.stdin):
@@ -214,6 +243,7 @@ def apply_cmd(
             plan_file=plan_file,
             prune=prune,
             no_sync=no_sync,
+            show=show,
             confirm=confirm,
             progress=progress,
             sync_progress=_progress_printer(_is_tty(sys.stderr)),

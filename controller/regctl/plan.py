@@ -126,9 +126,6 @@ class SetAlias(Change):
     new: int = 0
     entry: int | None = None
     run_name: str = ""
-    metric: str = ""
-    new_value: float | None = None
-    old_value: float | None = None
 
     @property
     def symbol_for(self) -> str:

@@ -1451,3 +1451,26 @@ def _oneline(text: str) -> str:
         ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x20 or ord(ch) == 0x7F else ch
         for ch in text
     )
+
+
+# --------------------------------------------------------------------------- review
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """An alias move's evidence: the candidate's metrics beside the incumbent's."""
+
+    model: str
+    alias: str
+    candidate: str
+    incumbent: str | None
+    primary_metric: str
+    rows: tuple[ComparisonRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """Policy verdicts for a plan, and the metric comparison of each alias move."""
+
+    report: PolicyReport
+    comparisons: tuple[Comparison, ...]

@@ -25,6 +25,7 @@ from regctl.plan import (
     SyncRun,
     symbol,
 )
+from regctl.policy import Comparison, Review, render_report
 
 _COLORS = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m", "!": "\x1b[36m"}
 _RESET = "\x1b[0m"
@@ -95,14 +96,7 @@ def _(c: SetAlias) -> tuple[str, list[str]]:
         if c.old is None
         else f"alias {c.alias}: version {c.old} -> {c.new}"
     )
-    lines = []
-    if c.metric:
-        new = "n/a" if c.new_value is None else f"{c.new_value:.6g}"
-        old = "n/a" if c.old_value is None else f"{c.old_value:.6g}"
-        lines.append(
-            f"{c.metric}: {new} (incumbent {old})" if c.old is not None else f"{c.metric}: {new}"
-        )
-    return head, lines
+    return head, [f"run: {c.run_name}"] if c.run_name else []
 
 
 @describe.register
@@ -142,14 +136,29 @@ def _groups(plan: Plan) -> list[tuple[str, list[Change]]]:
     return [(name, [c for c in plan.changes if c.model == name]) for name in names]
 
 
-def render_text(plan: Plan, *, color: bool = False) -> str:
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+def _evidence(review: Review | None, change: Change) -> list[str]:
+    """For an alias move, the candidate's primary metric beside the incumbent's."""
+    if review is None or not isinstance(change, SetAlias):
+        return []
+    for comp in review.comparisons:
+        if (comp.model, comp.alias) == (change.model, change.alias) and comp.rows:
+            row = comp.rows[0]
+            if comp.incumbent is None:
+                return [f"{row.metric}: {_fmt(row.candidate)} (no incumbent)"]
+            return [f"{row.metric}: {_fmt(row.candidate)} (incumbent {_fmt(row.incumbent)})"]
+    return []
+
+
+def render_text(plan: Plan, *, color: bool = False, review: Review | None = None) -> str:
     """Terraform-like text, grouped by model, in apply order within each model."""
 
     def paint(sym: str, text: str) -> str:
         return f"{_COLORS[sym]}{text}{_RESET}" if color else text
 
-    if plan.empty and not plan.notes:
-        return f"No changes. The registry at {plan.target} matches the manifests.\n"
     out: list[str] = []
     if plan.empty:
         out.append(f"No changes. The registry at {plan.target} matches the manifests.")
@@ -162,22 +171,48 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
             sym = symbol(c)
             head, lines = describe(c)
             out.append(paint(sym, f"  {sym} {head}"))
-            out.extend(f"      {line}" for line in lines)
+            out.extend(f"      {line}" for line in [*lines, *_evidence(review, c)])
         for note in (n for n in plan.notes if n.model == name):
             out.append(paint("!", f"  ! {note.message}"))
     if not plan.empty:
         out.append("")
         out.append(summary_line(plan))
+    if review is not None and review.report.results:
+        out.append("")
+        out.append(render_report(review.report, "text").rstrip("\n"))
     return "\n".join(out) + "\n"
 
 
-def render_markdown(plan: Plan) -> str:
-    """The plan as a pull-request comment."""
+def _comparison_table(comp: Comparison) -> list[str]:
+    inc = f"incumbent `{comp.incumbent}`" if comp.incumbent else "incumbent (none)"
+    out = [
+        "",
+        f"**`{comp.model}` {comp.alias}**: candidate `{comp.candidate}` vs {inc}",
+        "",
+        "| metric | candidate | incumbent | delta |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in comp.rows:
+        delta = "" if row.delta is None else f"{row.delta:+.6g}"
+        name = f"**{row.metric}**" if row is comp.rows[0] and comp.primary_metric else row.metric
+        out.append(f"| {name} | {_fmt(row.candidate)} | {_fmt(row.incumbent)} | {delta} |")
+    return out
+
+
+def render_markdown(plan: Plan, review: Review | None = None) -> str:
+    """The plan as a pull-request comment: summary, changes, verdicts, alias evidence."""
     out = ["### regctl plan", ""]
     if plan.empty:
         out.append(f"No changes: the registry at `{plan.target}` matches the manifests.")
     else:
         out.append(f"**{summary_line(plan)}** Target: `{plan.target}`")
+    if review is not None:
+        report = review.report
+        head = "**Policy: denied**" if report.denied else "**Policy: passed**"
+        counts = (
+            f"{len(report.denied)} denied, {len(report.warned)} warned, {len(report.waived)} waived"
+        )
+        out += ["", f"{head} ({counts})"]
     for name, changes in _groups(plan):
         out += ["", f"#### `{name}`" if name else "#### runs to log (sync)", ""]
         if changes:
@@ -185,22 +220,45 @@ def render_markdown(plan: Plan) -> str:
             for c in changes:
                 head, lines = describe(c)
                 out.append(f"{symbol(c)} {head}")
-                out.extend(f"{'+' if symbol(c) == '+' else ' '}     {line}" for line in lines)
+                pad = "+" if symbol(c) == "+" else " "
+                out.extend(f"{pad}     {line}" for line in [*lines, *_evidence(review, c)])
             out.append("```")
         for note in (n for n in plan.notes if n.model == name):
             out.append(f"- {note.message}")
-    return "\n".join(out) + "\n"
+    if review is not None:
+        if review.comparisons:
+            out += ["", "#### Alias moves"]
+            for comp in review.comparisons:
+                out += _comparison_table(comp)
+        if review.report.results:
+            out += ["", "#### Policy verdicts", "", render_report(review.report, "markdown")]
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
-def render_json(plan: Plan) -> str:
+def render_json(plan: Plan, review: Review | None = None) -> str:
     """Stable, versioned JSON (keys sorted, changes in apply order)."""
-    return json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
+    data = plan.to_json()
+    if review is not None:
+        data["policy"] = json.loads(render_report(review.report, "json"))
+        data["comparisons"] = [
+            {
+                "model": c.model,
+                "alias": c.alias,
+                "candidate": c.candidate,
+                "incumbent": c.incumbent,
+                "primary_metric": c.primary_metric,
+                "rows": [r._asdict() for r in c.rows],
+            }
+            for c in review.comparisons
+        ]
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def render(plan: Plan, fmt: str, *, color: bool = False) -> str:
+def render(plan: Plan, fmt: str, *, color: bool = False, review: Review | None = None) -> str:
+    """Render a plan in one of FORMATS."""
     renderers: dict[str, Any] = {
-        "text": lambda: render_text(plan, color=color),
-        "markdown": lambda: render_markdown(plan),
-        "json": lambda: render_json(plan),
+        "text": lambda: render_text(plan, color=color, review=review),
+        "markdown": lambda: render_markdown(plan, review),
+        "json": lambda: render_json(plan, review),
     }
     return str(renderers[fmt]())
