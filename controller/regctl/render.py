@@ -231,7 +231,7 @@ def render_markdown(plan: Plan, review: Review | None = None) -> str:
             for comp in review.comparisons:
                 out += _comparison_table(comp)
         if review.report.results:
-            out += ["", "#### Policy verdicts", "", render_report(review.report, "markdown")]
+            out += ["", render_report(review.report, "markdown")]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
