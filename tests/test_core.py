@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from regctl.lease import LEASE_MODEL
+
 from conftest import REPO, Backend, Recorder, write_manifest
 
 CLI = Callable[..., tuple[int, str, str]]
@@ -40,6 +42,7 @@ class WriteCounter:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.lease: list[str] = []
 
 
 @pytest.fixture
@@ -55,7 +58,9 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> WriteCounter:
             fn = getattr(reg, name)
 
             def wrapped(*a: Any, _fn: Any = fn, _name: str = name, **k: Any) -> Any:
-                counter.calls.append(_name)
+                # the apply lease is a registered model too; it is counted apart
+                target = counter.lease if a and a[0] == LEASE_MODEL else counter.calls
+                target.append(_name)
                 return _fn(*a, **k)
 
             setattr(reg, name, wrapped)
@@ -114,16 +119,18 @@ def test_apply_then_diff_is_empty_and_second_apply_writes_nothing(
     assert writes.calls.count("create_version") == 12
     assert writes.calls.count("set_alias") == 6
     assert first_writes == 23
+    assert writes.lease == ["create_model", "delete_model"]
 
     code, out, err = run_cli(*cli_args(backend, "diff", "--exit-code"))
     assert (code, err) == (0, "")
     assert "No changes." in out
 
     writes.calls.clear()
+    writes.lease.clear()
     http_log.clear()
     code, out, err = run_cli(*cli_args(backend, "apply", "--auto-approve"))
     assert code == 0, err
-    assert writes.calls == []
+    assert writes.calls == writes.lease == []  # nothing to do: not even the lease
     assert http_log.writes() == []
 
     c = backend.client
@@ -146,10 +153,12 @@ def test_server_write_requests_counted_over_http(
     code, _, err = run_cli(*cli_args(server_backend, "apply", "--auto-approve"))
     assert code == 0, err
     posts = [p for m, p in http_log.writes()]
-    assert sum(p.endswith("/registered-models/create") for p in posts) == 5
+    # 5 models + the apply lease (created, then deleted at the end)
+    assert sum(p.endswith("/registered-models/create") for p in posts) == 5 + 1
+    assert sum(p.endswith("/registered-models/delete") for p in posts) == 1
     assert sum(p.endswith("/model-versions/create") for p in posts) == 12
     assert sum(p.endswith("/registered-models/alias") for p in posts) == 6
-    assert len(posts) == 23, posts
+    assert len(posts) == 23 + 2, posts
 
 
 def test_drift_is_shown_and_repaired(backend: Backend, uniq: str, run_cli: CLI) -> None:

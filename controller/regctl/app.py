@@ -7,19 +7,24 @@ adapter is imported only when a command needs a registry, so `regctl --help` and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from regctl import gitinfo
 from regctl.apply import ApplyContext, ApplyReport, apply_plan
 from regctl.diff import diff
 from regctl.errors import Aborted, InputError, Location, PolicyDenied, Problem, RegctlError
-from regctl.manifest import load_manifests, scope
-from regctl.model import DesiredState, DesiredVersion, ObservedState, RunRef
+from regctl.history import promotions, render_log
+from regctl.lease import Holder, Lease, acquire, break_lease
+from regctl.manifest import load_manifest_texts, load_manifests, scope
+from regctl.model import DesiredModel, DesiredState, DesiredVersion, ObservedState, RunRef
 from regctl.plan import Change, CreateVersion, Plan, SetAlias, SetVersionDescription, plan_from_json
 from regctl.policy import (
     Comparison,
@@ -166,10 +171,23 @@ class Planned:
 
 
 def make_plan(
-    settings: Settings, registry: RegistryReader, models: Sequence[str] = (), *, prune: bool = False
+    settings: Settings,
+    registry: RegistryReader,
+    models: Sequence[str] = (),
+    *,
+    prune: bool = False,
+    base: str | None = None,
 ) -> Planned:
-    """Load, observe and diff. Raises InputError/PlanError with manifest lines."""
+    """Load, observe and diff. Raises InputError/PlanError with manifest lines.
+
+    With `base` (a git ref), only the models whose manifests differ from `base` are
+    planned (with their live drift): the scope of a pull request.
+    """
     desired, complete = load_desired(settings, models)
+    if base is not None:
+        touched = set(base_scope(settings, base))
+        desired = DesiredState(tuple(m for m in desired.models if m.name in touched))
+        complete = False
     policies = load_policies(settings.repo)
     if prune and complete and not desired.models:
         raise InputError(
@@ -337,6 +355,28 @@ def registry_target(settings: Settings) -> str:
     )
 
 
+def provenance(settings: Settings) -> tuple[str, str, str]:
+    """(tag value, actor, commit) for what apply records; see model.PROVENANCE_TAG.
+
+    `REGCTL_COMMIT` (set by the apply workflow to the checked-out head) overrides the
+    commit git reports; a working tree with uncommitted manifest changes says so.
+    """
+    info = gitinfo.provenance(settings.repo, os.environ)
+    commit = os.environ.get("REGCTL_COMMIT") or info.commit
+    shown = commit or "(not in git)"
+    if info.dirty and not os.environ.get("REGCTL_COMMIT"):
+        shown += " with uncommitted changes"
+    at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    via = f" via {info.run_url}" if info.run_url else ""
+    return f"commit {shown} by {info.actor} at {at}{via}", info.actor, commit
+
+
+def _take_lease(settings: Settings, registry: Registry, timeout: float) -> Holder:
+    _, actor, commit = provenance(settings)
+    holder = f"{actor} on {socket.gethostname()} (pid {os.getpid()})"
+    return acquire(registry, holder, commit, timeout=timeout)
+
+
 def run_sync(
     settings: Settings,
     registry: Registry,
@@ -344,10 +384,19 @@ def run_sync(
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
+    lock_timeout: float = 0.0,
 ) -> SyncReport:
+    """Log the referenced run directories (under the lease unless dry-run)."""
     desired, _ = load_desired(settings, models)
     items = collect(desired, settings.repo)
-    return sync(items, registry, dry_run=dry_run, progress=progress)
+    looked = sync(items, registry, dry_run=True)  # checks everything, writes nothing
+    if dry_run or len(looked.skipped) == len(items):
+        return looked
+    lease = _take_lease(settings, registry, lock_timeout)
+    try:
+        return sync(items, registry, progress=progress)
+    finally:
+        lease.release()
 
 
 @dataclass
@@ -369,29 +418,26 @@ def apply(
     plan_file: Path | None = None,
     prune: bool = False,
     no_sync: bool = False,
+    lock_timeout: float = 0.0,
     show: Callable[[Plan, Review], object] | None = None,
     confirm: Callable[[Plan], bool] | None = None,
     progress: Callable[[int, int, Change], object] | None = None,
     sync_progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ApplyOutcome:
-    """Plan (or load a saved plan), judge it, confirm, sync, apply, then diff again.
+    """Plan (or load a saved plan), judge, confirm; then under the lease sync, apply, verify.
 
-    Nothing is written (sync included) when any manifest is invalid, when a policy denies
-    a version the plan touches, or when a saved plan no longer matches the registry.
+    Everything up to the confirmation only reads: nothing is written (no lease, no sync)
+    when the plan is empty, a manifest is invalid, a policy denies a version the plan
+    touches, the user declines, or a saved plan no longer matches the registry. Under the
+    lease the plan is made again and must equal the one shown.
     """
     planned = make_plan(settings, registry, models, prune=prune)
-    plan = planned.plan
-    if plan_file is not None:
-        saved = load_plan_file(plan_file)
-        if saved.fingerprint != plan.fingerprint:
-            raise RegctlError(
-                f"{plan_file}: the registry changed since this plan was made "
-                f"(fingerprint {saved.fingerprint} -> {plan.fingerprint}); nothing was "
-                "written. Run `regctl diff` again"
-            )
-        plan = saved
+    plan = _saved_or(planned.plan, plan_file)
     if plan.empty:
         return ApplyOutcome(plan, None, None, None, None)
+    if planned.items and not no_sync:
+        sync(planned.items, registry, dry_run=True)  # write-once params etc., before writing
     verdict = review(planned, registry)
     if show is not None:
         show(plan, verdict)
@@ -400,15 +446,100 @@ def apply(
         raise PolicyDenied(f"policy denied, nothing was written: {denied}")
     if confirm is not None and not confirm(plan):
         raise Aborted("apply cancelled; nothing was written")
-    sync_report = None
-    run_ids: dict[tuple[str, str], str] = {}
-    if planned.items and not no_sync:
-        sync_report = sync(planned.items, registry, progress=sync_progress)
-        run_ids.update(sync_report.run_ids)
-    ctx = ApplyContext(writer=registry, reader=registry, run_ids=run_ids)
-    report = apply_plan(plan, ctx, progress=progress)
+    lease = _take_lease(settings, registry, lock_timeout)
+    try:
+        again = make_plan(settings, registry, models, prune=prune)
+        if again.plan.changes != planned.plan.changes:
+            raise RegctlError(
+                "the registry changed after the plan was shown (another writer?); nothing "
+                "was written. Run apply again to see the new plan"
+            )
+        lease.refresh()
+        sync_report = None
+        run_ids: dict[tuple[str, str], str] = {}
+        if again.items and not no_sync:
+            sync_report = sync(again.items, registry, progress=sync_progress)
+            run_ids.update(sync_report.run_ids)
+        tag, _, _ = provenance(settings)
+        ctx = ApplyContext(writer=registry, reader=registry, run_ids=run_ids, provenance=tag)
+
+        def step(done: int, total: int, change: Change) -> None:
+            lease.refresh()
+            if progress is not None:
+                progress(done, total, change)
+
+        report = apply_plan(plan, ctx, progress=step, should_stop=should_stop)
+    finally:
+        lease.release()
     after = make_plan(settings, registry, models, prune=prune).plan
     return ApplyOutcome(plan, verdict, report, sync_report, after)
+
+
+def _saved_or(current: Plan, plan_file: Path | None) -> Plan:
+    """The saved plan when it still matches the registry, else an error; or `current`."""
+    if plan_file is None:
+        return current
+    saved = load_plan_file(plan_file)
+    if saved.fingerprint == current.fingerprint:
+        return saved
+    if current.empty:
+        raise RegctlError(
+            f"{plan_file}: this plan was already applied (the registry matches the "
+            "manifests); nothing was written"
+        )
+    raise RegctlError(
+        f"{plan_file}: the registry changed since this plan was made (fingerprint "
+        f"{saved.fingerprint} -> {current.fingerprint}); nothing was written. Run "
+        "`regctl diff` again"
+    )
+
+
+def unlock(registry: Registry, lease_id: str) -> Lease:
+    """Break the apply lease with this id (and only it)."""
+    return break_lease(registry, lease_id)
+
+
+def log(settings: Settings, model: str, alias: str | None, fmt: str) -> str:
+    """Promotion history of a model from the git history of its manifest."""
+    path = _manifest_of(settings.repo, model)
+    history = gitinfo.file_history(settings.repo, path)
+    return render_log(model, promotions(model, history, alias), fmt, alias=alias)
+
+
+def _manifest_of(repo: Path, model: str) -> str:
+    """The repo-relative manifest path that declares `model` (by name, then file name)."""
+    from regctl.manifest import display_path, manifest_files
+    from regctl.yamlfile import load_documents
+
+    for path in manifest_files(repo):
+        try:
+            docs = load_documents(path, path.name)
+        except InputError:
+            continue
+        if docs and isinstance(docs[0].value, dict) and docs[0].value.get("name") == model:
+            return display_path(path, repo)
+    return f"manifests/{model}.yaml"
+
+
+def base_scope(settings: Settings, base: str) -> list[str]:
+    """The models a change touches: those whose manifest differs between `base` and now.
+
+    Models only at `base` (deleted by the change) are left out: they are no longer
+    declared, so diff reports them as managed models in no manifest.
+    """
+    before = load_manifest_texts(
+        gitinfo.files_at(settings.repo, base, "manifests"), settings.repo, label=f"{base}:"
+    )
+    now, _ = load_desired(settings)
+    old = {m.name: _comparable(m) for m in before.models}
+    return [m.name for m in now.models if old.get(m.name) != _comparable(m)]
+
+
+def _comparable(model: DesiredModel) -> DesiredModel:
+    """A model without source locations, so two revisions compare by content."""
+    nowhere = Location("")
+    versions = tuple(dataclasses.replace(v, location=nowhere) for v in model.versions)
+    return dataclasses.replace(model, location=nowhere, versions=versions)
 
 
 def load_plan_file(path: Path) -> Plan:

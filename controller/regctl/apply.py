@@ -15,6 +15,7 @@ from functools import singledispatch
 from typing import Any
 
 from regctl.errors import AlreadyExists, ApplyError, RegistryError
+from regctl.model import PROVENANCE_TAG
 from regctl.plan import (
     Change,
     CreateModel,
@@ -40,8 +41,13 @@ class ApplyContext:
     reader: RegistryReader
     run_ids: Mapping[tuple[str, str], str] = field(default_factory=dict)
     created: dict[tuple[str, int], int] = field(default_factory=dict)
-    version_tags: Mapping[str, str] = field(default_factory=dict)
+    provenance: str = ""
     sleep: Callable[[float], None] = time.sleep
+    attributed: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def provenance_tags(self) -> dict[str, str]:
+        return {PROVENANCE_TAG: self.provenance} if self.provenance else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +73,10 @@ def _(change: SyncRun, ctx: ApplyContext) -> None:
 
 @_handle.register
 def _(change: CreateModel, ctx: ApplyContext) -> None:
+    tags = {**change.tags, **ctx.provenance_tags}
     try:
-        ctx.writer.create_model(change.model, change.description, change.tags)
+        ctx.writer.create_model(change.model, change.description, tags)
+        ctx.attributed.add((change.model, 0))
     except AlreadyExists:
         # Created by an earlier, interrupted apply (or a lost response): make it match.
         if change.description is not None:
@@ -108,9 +116,11 @@ def _create_or_adopt(change: CreateVersion, ctx: ApplyContext, run_id: str) -> i
     source = change.source(run_id)
     for attempt in range(CREATE_ATTEMPTS):
         try:
-            return ctx.writer.create_version(
-                change.model, source, run_id, change.description, ctx.version_tags
+            number = ctx.writer.create_version(
+                change.model, source, run_id, change.description, ctx.provenance_tags
             )
+            ctx.attributed.add((change.model, number))
+            return number
         except RegistryError as err:
             # The create may have committed although we saw an error (lost response).
             # Look before anything else, so one entry never gets two versions.
@@ -177,6 +187,39 @@ def _(change: DeleteModel, ctx: ApplyContext) -> None:
     ctx.writer.delete_model(change.model)
 
 
+def _touches(change: Change, ctx: ApplyContext) -> list[tuple[str, int]]:
+    """What a change makes attributable: (model, 0) for the model, (model, n) for a version."""
+    if isinstance(change, DeleteModel | SyncRun):
+        return []
+    out = [(change.model, 0)]
+    if isinstance(change, CreateVersion):
+        number = ctx.created.get((change.model, change.entry))
+        if number is not None:
+            out.append((change.model, number))
+    elif isinstance(change, SetAlias):
+        number = change.new
+        if change.entry is not None:
+            number = ctx.created.get((change.model, change.entry), change.new)
+        out.append((change.model, number))
+    elif isinstance(change, SetVersionDescription):
+        out.append((change.model, change.version))
+    return out
+
+
+def _attribute(change: Change, ctx: ApplyContext) -> None:
+    """Record commit, actor and time on what the change touched, once per object per apply."""
+    if not ctx.provenance:
+        return
+    for model, number in _touches(change, ctx):
+        if (model, number) in ctx.attributed:
+            continue
+        if number == 0:
+            ctx.writer.set_model_tag(model, PROVENANCE_TAG, ctx.provenance)
+        else:
+            ctx.writer.set_version_tag(model, number, PROVENANCE_TAG, ctx.provenance)
+        ctx.attributed.add((model, number))
+
+
 def apply_plan(
     plan: Plan,
     ctx: ApplyContext,
@@ -193,6 +236,7 @@ def apply_plan(
             raise ApplyError(f"stopped: applied {done} of {total} changes", done=done, total=total)
         try:
             _handle(change, ctx)
+            _attribute(change, ctx)
         except ApplyError as err:
             raise ApplyError(
                 f"{err}; applied {done} of {total} changes", done=done, total=total

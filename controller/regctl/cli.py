@@ -5,6 +5,7 @@ Errors are shown once, here, one line each; `--debug` adds the traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from regctl.policy import Review, render_report
 from regctl.render import render, render_text, summary_line
 from regctl.sync import Progress
 
+LOCK_TIMEOUT = 60.0
 FORMATS = ("text", "json", "markdown")
 CHECK_FORMATS = ("text", "json", "markdown", "github")
 
@@ -116,8 +118,15 @@ def _progress_printer(enabled: bool) -> Progress | None:
 @cli.command(name="sync")
 @click.argument("models", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Say what would be logged; write nothing.")
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=LOCK_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for another writer's lease.",
+)
 @click.pass_obj
-def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool) -> int:
+def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool, lock_timeout: float) -> int:
     """Log the run directories that manifests reference as MLflow runs."""
     registry = app.open_registry(opts.settings)
     try:
@@ -127,6 +136,7 @@ def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool) -> int:
             models,
             dry_run=dry_run,
             progress=_progress_printer(_is_tty(sys.stderr)),
+            lock_timeout=lock_timeout,
         )
     finally:
         registry.close()
@@ -161,9 +171,20 @@ def _count_todo(report: Any) -> int:
     help="Also write the plan as JSON for `regctl apply PLAN.json`.",
 )
 @click.option("--prune", is_flag=True, help="Plan deletions of undeclared objects.")
+@click.option(
+    "--base",
+    metavar="REF",
+    help="Only the models whose manifests differ from git REF (a pull request's scope).",
+)
 @click.pass_obj
 def diff_cmd(
-    opts: Opts, models: tuple[str, ...], fmt: str, exit_code: bool, out: Path | None, prune: bool
+    opts: Opts,
+    models: tuple[str, ...],
+    fmt: str,
+    exit_code: bool,
+    out: Path | None,
+    prune: bool,
+    base: str | None,
 ) -> int:
     """Show what apply would change, with the policy verdict of the versions it touches.
 
@@ -172,7 +193,7 @@ def diff_cmd(
     """
     registry = app.open_registry(opts.settings)
     try:
-        planned = app.make_plan(opts.settings, registry, models, prune=prune)
+        planned = app.make_plan(opts.settings, registry, models, prune=prune, base=base)
         review = app.review(planned, registry)
     finally:
         registry.close()
@@ -208,9 +229,21 @@ def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--prune", is_flag=True, help="Delete undeclared objects (see the docs).")
 @click.option("--no-sync", is_flag=True, help="Do not log run directories first.")
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=LOCK_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for another writer's lease before giving up.",
+)
 @click.pass_obj
 def apply_cmd(
-    opts: Opts, args: tuple[str, ...], auto_approve: bool, prune: bool, no_sync: bool
+    opts: Opts,
+    args: tuple[str, ...],
+    auto_approve: bool,
+    prune: bool,
+    no_sync: bool,
+    lock_timeout: float,
 ) -> int:
     """Make the registry match the manifests: [PLAN.json] [MODEL...]."""
     plan_file = None
@@ -234,6 +267,7 @@ def apply_cmd(
         if opts.verbose:
             _err(f"  [{done}/{total}] {change.verb} {change.model}")
 
+    stop = _StopOnSigterm()
     registry = app.open_registry(opts.settings)
     try:
         outcome = app.apply(
@@ -243,12 +277,15 @@ def apply_cmd(
             plan_file=plan_file,
             prune=prune,
             no_sync=no_sync,
+            lock_timeout=lock_timeout,
             show=show,
             confirm=confirm,
             progress=progress,
             sync_progress=_progress_printer(_is_tty(sys.stderr)),
+            should_stop=stop.is_set,
         )
     finally:
+        stop.restore()
         registry.close()
     if outcome.report is None:
         click.echo(render_text(outcome.plan, color=opts.color), nl=False)
@@ -267,6 +304,56 @@ def apply_cmd(
         )
         return ExitCode.ERROR
     click.echo("Verified: the registry matches the manifests.")
+    return ExitCode.OK
+
+
+class _StopOnSigterm:
+    """SIGTERM asks apply to stop after the write in flight (then the lease is released)."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._previous: Any = None
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. embedded): no handler
+            self._previous = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        _err("SIGTERM: stopping after the current write")
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+@cli.command(name="log")
+@click.argument("model")
+@click.option("--alias", help="Only the moves of this alias.")
+@click.option(
+    "--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True
+)
+@click.pass_obj
+def log_cmd(opts: Opts, model: str, alias: str | None, fmt: str) -> int:
+    """Promotion history of MODEL from the git history of its manifest."""
+    click.echo(app.log(opts.settings, model, alias, fmt), nl=False)
+    return ExitCode.OK
+
+
+@cli.command(name="unlock")
+@click.argument("lease_id")
+@click.pass_obj
+def unlock_cmd(opts: Opts, lease_id: str) -> int:
+    """Break a stale apply lease, by its id only."""
+    registry = app.open_registry(opts.settings)
+    try:
+        lease = app.unlock(registry, lease_id)
+    finally:
+        registry.close()
+    click.echo(f"Broke lease {lease.id} held by {lease.holder}.")
     return ExitCode.OK
 
 

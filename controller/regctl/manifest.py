@@ -9,7 +9,7 @@ reaches a server.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,7 +23,7 @@ from regctl.model import (
     DesiredVersion,
     frozen_map,
 )
-from regctl.yamlfile import Document, dotted, load_documents
+from regctl.yamlfile import Document, dotted, load_documents, parse_documents, read_limit
 
 API_VERSION = "regctl/v1"
 
@@ -324,14 +324,39 @@ def load_manifests(
 ) -> DesiredState:
     """Load and validate every manifest; raise InputError listing every problem found."""
     paths = manifest_files(repo) if files is None else list(files)
+
+    def reader(path: Path, shown: str) -> Callable[[], list[Document]]:
+        return lambda: load_documents(path, shown)
+
+    sources = [(display_path(p, repo), reader(p, display_path(p, repo))) for p in paths]
+    return _load(sources, repo, check_paths=check_paths)
+
+
+def load_manifest_texts(texts: Mapping[str, str], repo: Path, *, label: str = "") -> DesiredState:
+    """Load manifests given as text (e.g. read from a git ref); run_dir is not checked.
+
+    `label` prefixes the file names in messages (`origin/main:manifests/m.yaml:3:1`).
+    """
+    sources = [
+        (
+            f"{label}{name}",
+            (lambda t=text, n=f"{label}{name}": parse_documents(read_limit(t, n), n)),
+        )
+        for name, text in sorted(texts.items())
+    ]
+    return _load(sources, repo, check_paths=False)
+
+
+def _load(
+    sources: Sequence[tuple[str, Callable[[], list[Document]]]], repo: Path, *, check_paths: bool
+) -> DesiredState:
     problems: list[Problem] = []
     models: list[tuple[DesiredModel, Document]] = []
     named: list[tuple[DesiredModel, Document]] = []
     exists: Callable[[Path], bool] = (lambda p: p.is_dir()) if check_paths else (lambda p: True)
-    for path in paths:
-        shown = display_path(path, repo)
+    for shown, read in sources:
         try:
-            docs = load_documents(path, shown)
+            docs = read()
         except InputError as err:
             problems.extend(err.problems)
             continue
@@ -357,7 +382,7 @@ def load_manifests(
             models.append((desired, doc))
     problems.extend(_check_across(named))
     if problems:
-        order = {display_path(p, repo): i for i, p in enumerate(paths)}
+        order = {shown: i for i, (shown, _) in enumerate(sources)}
         raise InputError(
             sorted(
                 problems,

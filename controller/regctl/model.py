@@ -14,6 +14,10 @@ from regctl.errors import Location
 MANAGED_TAG = "regctl.managed"
 """Registered-model tag that marks a model as managed by regctl (value `true`)."""
 
+PROVENANCE_TAG = "regctl.applied"
+"""Model and version tag recording the last apply that touched the object:
+`commit <sha> by <actor> at <UTC time>[ via <CI run url>]`."""
+
 PROVENANCE_PREFIX = "regctl."
 """Tag keys with this prefix belong to regctl; manifests may not declare them."""
 

@@ -266,6 +266,22 @@ def read_text(path: Path, display: str) -> str:
         raise InputError([Problem(Location(display), "", f"cannot read: {exc.strerror}")]) from exc
 
 
+def read_limit(text: str, display: str) -> str:
+    """Refuse text over the size limit (for input that does not come from a file)."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_FILE_BYTES:
+        raise InputError(
+            [
+                Problem(
+                    Location(display),
+                    "",
+                    f"file is {size} bytes, over the limit of {MAX_FILE_BYTES}",
+                )
+            ]
+        )
+    return text
+
+
 def parse_documents(text: str, display: str) -> list[Document]:
     """Parse every document of `text`; raise InputError at the first structural problem."""
     yaml = YAML(typ="safe", pure=True)
