@@ -449,6 +449,8 @@ def apply(
     lease = _take_lease(settings, registry, lock_timeout)
     try:
         again = make_plan(settings, registry, models, prune=prune)
+        if again.plan.empty:  # another writer did it meanwhile: nothing left to do
+            return ApplyOutcome(again.plan, verdict, None, None, None)
         if again.plan.changes != planned.plan.changes:
             raise RegctlError(
                 "the registry changed after the plan was shown (another writer?); nothing "
