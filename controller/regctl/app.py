@@ -79,6 +79,16 @@ def resolve_tracking(settings: Settings) -> tuple[str, str | None]:
     return uri, None
 
 
+DEFAULT_CONCURRENCY = 8
+"""Writes in flight at once against a server (one per lane: see apply.lane)."""
+
+
+def default_concurrency(settings: Settings) -> int:
+    """8 writes in flight against an HTTP server; 1 for a local store (SQLite locks)."""
+    uri, _ = resolve_tracking(settings)
+    return DEFAULT_CONCURRENCY if uri.startswith(("http://", "https://")) else 1
+
+
 def open_registry(settings: Settings) -> Registry:
     """Connect the MLflow adapter (imports mlflow)."""
     from regctl.mlflow_store import MlflowRegistry
@@ -394,7 +404,7 @@ def run_sync(
         return looked
     lease = _take_lease(settings, registry, lock_timeout)
     try:
-        return sync(items, registry, progress=progress)
+        return sync(items, registry, progress=progress, workers=default_concurrency(settings))
     finally:
         lease.release()
 
@@ -424,6 +434,7 @@ def apply(
     progress: Callable[[int, int, Change], object] | None = None,
     sync_progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    concurrency: int | None = None,
 ) -> ApplyOutcome:
     """Plan (or load a saved plan), judge, confirm; then under the lease sync, apply, verify.
 
@@ -460,7 +471,9 @@ def apply(
         sync_report = None
         run_ids: dict[tuple[str, str], str] = {}
         if again.items and not no_sync:
-            sync_report = sync(again.items, registry, progress=sync_progress)
+            sync_report = sync(
+                again.items, registry, progress=sync_progress, workers=default_concurrency(settings)
+            )
             run_ids.update(sync_report.run_ids)
         tag, _, _ = provenance(settings)
         ctx = ApplyContext(writer=registry, reader=registry, run_ids=run_ids, provenance=tag)
@@ -470,7 +483,8 @@ def apply(
             if progress is not None:
                 progress(done, total, change)
 
-        report = apply_plan(plan, ctx, progress=step, should_stop=should_stop)
+        workers = concurrency if concurrency is not None else default_concurrency(settings)
+        report = apply_plan(plan, ctx, progress=step, should_stop=should_stop, concurrency=workers)
     finally:
         lease.release()
     after = make_plan(settings, registry, models, prune=prune).plan

@@ -8,8 +8,10 @@ adopted instead of repeated.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
@@ -44,6 +46,7 @@ class ApplyContext:
     provenance: str = ""
     sleep: Callable[[float], None] = time.sleep
     attributed: set[tuple[str, int]] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def provenance_tags(self) -> dict[str, str]:
@@ -211,13 +214,31 @@ def _attribute(change: Change, ctx: ApplyContext) -> None:
     if not ctx.provenance:
         return
     for model, number in _touches(change, ctx):
-        if (model, number) in ctx.attributed:
-            continue
+        with ctx.lock:
+            if (model, number) in ctx.attributed:
+                continue
+            ctx.attributed.add((model, number))
         if number == 0:
             ctx.writer.set_model_tag(model, PROVENANCE_TAG, ctx.provenance)
         else:
             ctx.writer.set_version_tag(model, number, PROVENANCE_TAG, ctx.provenance)
-        ctx.attributed.add((model, number))
+
+
+def lane(change: Change) -> tuple[Any, ...]:
+    """Changes in one lane must run in plan order; different lanes may run concurrently.
+
+    Versions of one model share a lane (numbers are assigned in manifest order); every
+    other change touches one object (an alias, a tag, a description) and has its own.
+    """
+    if isinstance(change, CreateVersion | CreateModel | DeleteModel):
+        return (change.model,)
+    if isinstance(change, SetAlias | DeleteAlias):
+        return (change.model, "alias", change.alias)
+    if isinstance(change, SetModelTag):
+        return (change.model, "tag", change.key)
+    if isinstance(change, SetVersionDescription | DeleteVersion):
+        return (change.model, "version", change.version)
+    return (change.model, change.verb)
 
 
 def apply_plan(
@@ -226,25 +247,73 @@ def apply_plan(
     *,
     progress: Callable[[int, int, Change], Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    concurrency: int = 1,
 ) -> ApplyReport:
-    """Write every change in order. Stops at the first failure with an ApplyError that
-    says how many changes were applied; `should_stop` lets a signal end it between writes."""
+    """Write every change: phase by phase in plan order, lanes of a phase concurrently.
+
+    Stops at the first failure (after the writes in flight) with an ApplyError that says
+    how many changes were applied; `should_stop` ends it the same way between writes.
+    """
     changes = [c for c in plan.changes if not isinstance(c, SyncRun)]
     total = len(changes)
-    for done, change in enumerate(changes):
+    state = _Progress(total, progress)
+    phases: dict[int, dict[tuple[Any, ...], list[Change]]] = {}
+    for change in changes:
+        phases.setdefault(change.phase, {}).setdefault(lane(change), []).append(change)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for phase in sorted(phases):
+            lanes = list(phases[phase].values())
+            futures = [pool.submit(_run_lane, items, ctx, state, should_stop) for items in lanes]
+            for future in futures:
+                future.result()
+            if state.error is not None:
+                raise ApplyError(
+                    f"{state.error}; applied {state.done} of {total} changes",
+                    done=state.done,
+                    total=total,
+                ) from None
+    return ApplyReport(done=total, total=total, created=dict(ctx.created))
+
+
+class _Progress:
+    """Shared between lanes: how many changes are done, the first error, the stop flag."""
+
+    def __init__(self, total: int, callback: Callable[[int, int, Change], Any] | None) -> None:
+        self.total = total
+        self.done = 0
+        self.error: str | None = None
+        self.callback = callback
+        self.lock = threading.Lock()
+
+    def fail(self, message: str) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = message
+
+    def finished(self, change: Change) -> None:
+        with self.lock:
+            self.done += 1
+            done = self.done
+        if self.callback is not None:
+            self.callback(done, self.total, change)
+
+
+def _run_lane(
+    items: list[Change],
+    ctx: ApplyContext,
+    state: _Progress,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    for change in items:
+        if state.error is not None:
+            return
         if should_stop is not None and should_stop():
-            raise ApplyError(f"stopped: applied {done} of {total} changes", done=done, total=total)
+            state.fail("stopped")
+            return
         try:
             _handle(change, ctx)
             _attribute(change, ctx)
-        except ApplyError as err:
-            raise ApplyError(
-                f"{err}; applied {done} of {total} changes", done=done, total=total
-            ) from None
-        except RegistryError as err:
-            raise ApplyError(
-                f"{err}; applied {done} of {total} changes", done=done, total=total
-            ) from None
-        if progress is not None:
-            progress(done + 1, total, change)
-    return ApplyReport(done=total, total=total, created=dict(ctx.created))
+        except (ApplyError, RegistryError) as err:
+            state.fail(str(err))
+            return
+        state.finished(change)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from regctl import app
+from regctl import app, inference
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
 from regctl.plan import Change, Plan
 from regctl.policy import Review, render_report
@@ -236,6 +236,12 @@ def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
     show_default=True,
     help="Seconds to wait for another writer's lease before giving up.",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Writes in flight at once (default: 8 against a server, 1 for sqlite:///).",
+)
 @click.pass_obj
 def apply_cmd(
     opts: Opts,
@@ -244,6 +250,7 @@ def apply_cmd(
     prune: bool,
     no_sync: bool,
     lock_timeout: float,
+    concurrency: int | None,
 ) -> int:
     """Make the registry match the manifests: [PLAN.json] [MODEL...]."""
     plan_file = None
@@ -283,6 +290,7 @@ def apply_cmd(
             progress=progress,
             sync_progress=_progress_printer(_is_tty(sys.stderr)),
             should_stop=stop.is_set,
+            concurrency=concurrency,
         )
     finally:
         stop.restore()
@@ -355,6 +363,26 @@ def unlock_cmd(opts: Opts, lease_id: str) -> int:
         registry.close()
     click.echo(f"Broke lease {lease.id} held by {lease.holder}.")
     return ExitCode.OK
+
+
+@cli.command(name="resolve")
+@click.argument("target")
+@click.option(
+    "--format", "fmt", type=click.Choice(inference.FORMATS), default="text", show_default=True
+)
+@click.option(
+    "--download",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    default=None,
+    help="Download the version's files into DIR (absent or empty).",
+)
+@click.pass_obj
+def resolve_cmd(opts: Opts, target: str, fmt: str, download: Path | None) -> int:
+    """Show what NAME@ALIAS or NAME/VERSION resolves to; --download fetches its files."""
+    text, code = inference.resolve_command(opts.settings, target, fmt, download)
+    click.echo(text)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

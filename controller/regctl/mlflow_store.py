@@ -61,6 +61,8 @@ def scrub(text: str) -> str:
 
 def public_uri(uri: str) -> str:
     """A tracking URI fit to show: no credentials, no query string."""
+    if "://" in uri and not urllib.parse.urlsplit(uri).netloc:
+        return uri.split("?", 1)[0]  # sqlite:////abs/path: no host, nothing to hide
     parsed = urllib.parse.urlsplit(uri)
     netloc = parsed.netloc.rsplit("@", 1)[-1]
     return urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
@@ -443,6 +445,128 @@ class MlflowRegistry:
                 run_id, RunStatus.from_string(status), end_time_ms, None
             ),
         )
+
+    # -- inference (resolve) --------------------------------------------------------
+
+    def get_model(self, name: str) -> ObservedModel:
+        """One registered model with its description, tags and aliases: one request.
+
+        `versions` is left empty (MLflow returns only the latest version per stage here);
+        ask `get_version` for the one that matters.
+        """
+        rm = self._call("get registered model", lambda: self._registry.get_registered_model(name))
+        return ObservedModel(
+            name=str(rm.name),
+            description=rm.description or "",
+            tags=frozen_map({k: str(v) for k, v in (rm.tags or {}).items()}),
+            aliases={str(a): int(v) for a, v in sorted((rm.aliases or {}).items())},
+            versions={},
+        )
+
+    def get_version(self, name: str, version: int) -> ObservedVersion:
+        """One model version (NotFound when the model or the version does not exist)."""
+        mv = self._call(
+            "get model version", lambda: self._registry.get_model_version(name, str(version))
+        )
+        return _version(mv)
+
+    def run_info(self, run_id: str) -> tuple[RunData, str, str]:
+        """A run's params, metrics and tags, its experiment's name and its lifecycle stage.
+
+        MLflow still serves a deleted run (stage `deleted`) until garbage collection, so
+        the stage is returned for the caller to judge; a collected run is NotFound.
+        """
+        run = self._call("get run", lambda: self._tracking.get_run(run_id))
+        data = _run_data(run)
+        experiment = self._call(
+            "get experiment", lambda: self._tracking.get_experiment(data.ref.experiment_id)
+        )
+        stage = str(getattr(run.info, "lifecycle_stage", "active") or "active")
+        return data, str(experiment.name), stage
+
+    def list_artifact_tree(self, run: RunRef, path: str) -> list[ArtifactInfo]:
+        """Every file under `path` ("" for the root) of a run's artifacts, sorted by path.
+
+        Paths are relative to the run's artifact root, as MLflow lists them; a size MLflow
+        does not list is -1. When `path` names one file, the result is that file alone;
+        when it names nothing, the result is empty.
+        """
+        repo = self._artifact_repo(run)
+
+        def info(entry: Any) -> ArtifactInfo:
+            size = entry.file_size
+            return ArtifactInfo(str(entry.path), -1 if size is None else int(size))
+
+        out: list[ArtifactInfo] = []
+        pending: list[str] = [path]
+        seen: set[str] = set()
+        while pending:
+            current = pending.pop()
+            if current in seen:  # a listing that contains itself must not loop forever
+                continue
+            seen.add(current)
+            for entry in self._call(
+                "list artifacts",
+                lambda p=current: repo.list_artifacts(p or None),  # type: ignore[misc]
+            ):
+                if entry.is_dir:
+                    pending.append(str(entry.path))
+                else:
+                    out.append(info(entry))
+        if not out and path:
+            # MLflow lists a single file as an empty folder: find it in its parent instead
+            parent = path.rpartition("/")[0]
+            siblings = self._call("list artifacts", lambda: repo.list_artifacts(parent or None))
+            out = [info(e) for e in siblings if not e.is_dir and str(e.path) == path]
+        return sorted(out, key=lambda a: a.path)
+
+    def download_artifact_file(self, run: RunRef, path: str, dest: str) -> None:
+        """Download the artifact file `path` of a run to exactly `dest` (its folder exists).
+
+        One request per file through the artifact repository's `_download_file`, the
+        per-file step of MLflow's own `download_artifacts`: that public call would list
+        the path again first and pick the local name itself, while resolve needs the
+        file at a place it chooses and a check of every file before the next one.
+        """
+        repo = self._artifact_repo(run)
+        self._call("download artifact", lambda: repo._download_file(path, dest))
+
+    # -- import (onboarding) --------------------------------------------------------
+
+    def run_origins(self, run_ids: Collection[str]) -> dict[str, tuple[RunRef, str]]:
+        """Active runs by id, each with its experiment's name, for `regctl import`.
+
+        One experiment search, then one run search per 100 ids (`run_id IN (...)` over
+        every active experiment) instead of a `get_run` per version; missing and deleted
+        runs are absent from the result.
+        """
+        from mlflow.entities import ViewType
+
+        wanted = sorted(set(run_ids))
+        if not wanted:
+            return {}
+        experiments: dict[str, str] = {}
+        for exp in self._pages(
+            "search experiments",
+            lambda tok: self._tracking.search_experiments(
+                view_type=ViewType.ACTIVE_ONLY, max_results=EXPERIMENT_PAGE, page_token=tok
+            ),
+        ):
+            experiments[str(exp.experiment_id)] = str(exp.name)
+        out: dict[str, tuple[RunRef, str]] = {}
+        for ids in chunks(wanted, 100):
+            flt = "attributes.run_id IN (" + ", ".join(_quote(r) for r in ids) + ")"
+            for exp_ids in chunks(sorted(experiments), 500):
+                for run in self._pages(
+                    "search runs",
+                    lambda tok, e=exp_ids, f=flt: self._tracking.search_runs(  # type: ignore[misc]
+                        list(e), f, ViewType.ACTIVE_ONLY, RUN_PAGE, None, tok
+                    ),
+                ):
+                    data = _run_data(run)
+                    self._run_cache[data.ref.run_id] = data
+                    out[data.ref.run_id] = (data.ref, experiments[data.ref.experiment_id])
+        return dict(sorted(out.items()))
 
 
 def _translate(exc: BaseException, request: str, where: str) -> RegistryError:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +23,7 @@ from regctl.diff import PendingRun
 from regctl.errors import InputError, Location, Problem, RegctlError
 from regctl.model import DesiredState, RunRef
 from regctl.ports import RegistryReader, RunData, TrackingWriter
-from regctl.runs import PATH_PARAMS, RunRecord, read_run_dir
+from regctl.runs import PATH_PARAMS, RunFile, RunRecord, read_run_dir
 
 
 class SyncStore(RegistryReader, TrackingWriter, Protocol):
@@ -139,6 +141,7 @@ def sync(
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> SyncReport:
     """Log every item (see module doc). Raises before any write if any item conflicts."""
     report = SyncReport()
@@ -202,9 +205,11 @@ def sync(
     if dry_run or not todo:
         return report
 
-    total_files = sum(len(i.record.files) for i, _ in todo)
-    total_bytes = sum(f.size for i, _ in todo for f in i.record.files)
-    done_files = done_bytes = 0
+    counter = _Uploads(
+        sum(len(i.record.files) for i, _ in todo),
+        sum(f.size for i, _ in todo for f in i.record.files),
+        progress,
+    )
     for item, found_ref in todo:
         exp_id = exp_ids.get(item.experiment)
         if exp_id is None:
@@ -226,22 +231,60 @@ def sync(
         metrics = {k: v for k, v in item.record.metrics.items() if logged.metrics.get(k) != v}
         if params or metrics:
             store.log_batch(ref.run_id, params, metrics, now)
+        missing = []
         for f in item.record.files:
             if have.get(f.rel_path) == f.size:
-                done_files += 1
-                done_bytes += f.size
-                continue
+                counter.add(0, f.size, uploaded=False)
+            else:
+                missing.append(f)
+
+        def upload(f: RunFile, ref: RunRef = ref, item: SyncItem = item) -> None:
             local = str(Path(item.record.run_dir, *f.rel_path.split("/")))
             _check_regular(local, item)
             store.upload_artifact(ref, local, f.rel_path)
-            report.files += 1
-            report.bytes += f.size
-            done_files += 1
-            done_bytes += f.size
-            if progress is not None:
-                progress(done_files, total_files, done_bytes, total_bytes)
+            counter.add(1, f.size, uploaded=True)
+
+        _run_all(upload, missing, workers)
+        report.files, report.bytes = counter.files, counter.bytes
         store.finish_run(ref.run_id, "FINISHED", int(time.time() * 1000))
     return report
+
+
+class _Uploads:
+    """Thread-safe upload counters feeding the progress callback."""
+
+    def __init__(self, total_files: int, total_bytes: int, progress: Progress | None) -> None:
+        self.total_files, self.total_bytes = total_files, total_bytes
+        self.done_files = self.done_bytes = self.files = self.bytes = 0
+        self.progress = progress
+        self.lock = threading.Lock()
+
+    def add(self, files: int, size: int, *, uploaded: bool) -> None:
+        with self.lock:
+            self.done_files += 1
+            self.done_bytes += size
+            if uploaded:
+                self.files += files
+                self.bytes += size
+            seen = (self.done_files, self.total_files, self.done_bytes, self.total_bytes)
+        if uploaded and self.progress is not None:
+            self.progress(*seen)
+
+
+def _run_all(fn: Callable[[RunFile], None], files: Sequence[RunFile], workers: int) -> None:
+    """Upload with up to `workers` in flight; the first failure cancels what has not started."""
+    if workers <= 1:
+        for f in files:
+            fn(f)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for future in [pool.submit(fn, f) for f in files]:
+            future.result()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _check_regular(local: str, item: SyncItem) -> None:
