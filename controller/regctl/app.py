@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from regctl import gitinfo
 from regctl.apply import ApplyContext, ApplyReport, apply_plan
-from regctl.diff import diff
+from regctl.diff import MAX_DELETE_SHARE, diff
 from regctl.errors import Aborted, InputError, Location, PolicyDenied, Problem, RegctlError
 from regctl.history import promotions, render_log
 from regctl.lease import Holder, Lease, acquire, break_lease
@@ -187,6 +187,7 @@ def make_plan(
     *,
     prune: bool = False,
     base: str | None = None,
+    allow_mass_delete: bool = False,
 ) -> Planned:
     """Load, observe and diff. Raises InputError/PlanError with manifest lines.
 
@@ -213,7 +214,15 @@ def make_plan(
     observed = observe(desired, registry, complete=complete)
     pending = pending_runs(items, observed.runs)
     target = registry_target(settings)
-    plan = diff(desired, observed, target=target, pending=pending, prune=prune, complete=complete)
+    plan = diff(
+        desired,
+        observed,
+        target=target,
+        pending=pending,
+        prune=prune,
+        complete=complete,
+        max_delete_share=None if allow_mass_delete else MAX_DELETE_SHARE,
+    )
     return Planned(plan, desired, observed, items, complete, policies)
 
 
@@ -435,6 +444,7 @@ def apply(
     sync_progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     concurrency: int | None = None,
+    allow_mass_delete: bool = False,
 ) -> ApplyOutcome:
     """Plan (or load a saved plan), judge, confirm; then under the lease sync, apply, verify.
 
@@ -443,7 +453,9 @@ def apply(
     touches, the user declines, or a saved plan no longer matches the registry. Under the
     lease the plan is made again and must equal the one shown.
     """
-    planned = make_plan(settings, registry, models, prune=prune)
+    planned = make_plan(
+        settings, registry, models, prune=prune, allow_mass_delete=allow_mass_delete
+    )
     plan = _saved_or(planned.plan, plan_file)
     if plan.empty:
         return ApplyOutcome(plan, None, None, None, None)
@@ -459,7 +471,9 @@ def apply(
         raise Aborted("apply cancelled; nothing was written")
     lease = _take_lease(settings, registry, lock_timeout)
     try:
-        again = make_plan(settings, registry, models, prune=prune)
+        again = make_plan(
+            settings, registry, models, prune=prune, allow_mass_delete=allow_mass_delete
+        )
         if again.plan.empty:  # another writer did it meanwhile: nothing left to do
             return ApplyOutcome(again.plan, verdict, None, None, None)
         if again.plan.changes != planned.plan.changes:
@@ -487,7 +501,9 @@ def apply(
         report = apply_plan(plan, ctx, progress=step, should_stop=should_stop, concurrency=workers)
     finally:
         lease.release()
-    after = make_plan(settings, registry, models, prune=prune).plan
+    after = make_plan(
+        settings, registry, models, prune=prune, allow_mass_delete=allow_mass_delete
+    ).plan
     return ApplyOutcome(plan, verdict, report, sync_report, after)
 
 

@@ -172,6 +172,11 @@ def _count_todo(report: Any) -> int:
 )
 @click.option("--prune", is_flag=True, help="Plan deletions of undeclared objects.")
 @click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="With --prune, allow deleting more than half of the managed objects.",
+)
+@click.option(
     "--base",
     metavar="REF",
     help="Only the models whose manifests differ from git REF (a pull request's scope).",
@@ -184,6 +189,7 @@ def diff_cmd(
     exit_code: bool,
     out: Path | None,
     prune: bool,
+    allow_mass_delete: bool,
     base: str | None,
 ) -> int:
     """Show what apply would change, with the policy verdict of the versions it touches.
@@ -193,7 +199,14 @@ def diff_cmd(
     """
     registry = app.open_registry(opts.settings)
     try:
-        planned = app.make_plan(opts.settings, registry, models, prune=prune, base=base)
+        planned = app.make_plan(
+            opts.settings,
+            registry,
+            models,
+            prune=prune,
+            base=base,
+            allow_mass_delete=allow_mass_delete,
+        )
         review = app.review(planned, registry)
     finally:
         registry.close()
@@ -237,6 +250,11 @@ def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
     help="Seconds to wait for another writer's lease before giving up.",
 )
 @click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="With --prune, allow deleting more than half of the managed objects.",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
     default=None,
@@ -250,6 +268,7 @@ def apply_cmd(
     prune: bool,
     no_sync: bool,
     lock_timeout: float,
+    allow_mass_delete: bool,
     concurrency: int | None,
 ) -> int:
     """Make the registry match the manifests: [PLAN.json] [MODEL...]."""
@@ -291,6 +310,7 @@ def apply_cmd(
             sync_progress=_progress_printer(_is_tty(sys.stderr)),
             should_stop=stop.is_set,
             concurrency=concurrency,
+            allow_mass_delete=allow_mass_delete,
         )
     finally:
         stop.restore()

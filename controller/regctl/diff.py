@@ -12,7 +12,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from regctl.errors import PlanError, Problem
+from regctl.errors import Location, PlanError, Problem
 from regctl.model import (
     MANAGED_TAG,
     DesiredModel,
@@ -39,6 +39,9 @@ from regctl.plan import (
     SyncRun,
     order,
 )
+
+MAX_DELETE_SHARE = 0.5
+"""Pruning more than this share of the managed models and versions needs an explicit flag."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +338,7 @@ def diff(
     pending: Collection[PendingRun] = (),
     prune: bool = False,
     complete: bool = True,
+    max_delete_share: float | None = MAX_DELETE_SHARE,
 ) -> Plan:
     """Compute the plan. Raises PlanError when the desired state cannot be reached.
 
@@ -389,6 +393,8 @@ def diff(
                     "managed by regctl but in no manifest; left alone (apply --prune deletes it)",
                 )
             )
+    if prune and max_delete_share is not None:
+        problems.extend(_mass_delete(changes, observed, declared, max_delete_share))
     if problems:
         raise PlanError(sorted(problems, key=lambda p: (p.location.file, p.location.line)))
     return Plan(
@@ -399,6 +405,24 @@ def diff(
         bindings=tuple(all_bindings),
         fingerprint=fingerprint(observed, desired.names()),
     )
+
+
+def _mass_delete(
+    changes: list[Change], observed: ObservedState, declared: set[str], share: float
+) -> list[Problem]:
+    deletions = sum(isinstance(c, DeleteVersion | DeleteModel) for c in changes)
+    managed = [m for n, m in observed.models.items() if m.managed or n in declared]
+    total = sum(1 + len(m.versions) for m in managed)
+    if deletions == 0 or total == 0 or deletions <= share * total:
+        return []
+    return [
+        Problem(
+            Location("manifests/"),
+            "",
+            f"--prune would delete {deletions} of {total} managed models and versions "
+            f"(more than {share:.0%}); if that is intended, pass --allow-mass-delete",
+        )
+    ]
 
 
 def fingerprint(observed: ObservedState, names: Collection[str]) -> str:

@@ -602,8 +602,11 @@ def _translate(exc: BaseException, request: str, where: str) -> RegistryError:
                 else "no usable response"
             )
         )
-        if "too many" in lowered and "error responses" in lowered:
-            reason = "the server kept answering with errors"
+        statuses = re.search(r"too many (\d{3}) error responses", lowered)
+        if statuses:
+            reason = f"the server kept answering HTTP {statuses.group(1)} after retries"
+        elif "too many" in lowered and "error responses" in lowered:
+            reason = "the server kept answering with errors after retries"
         return Unreachable(
             f"cannot reach MLflow at {where}: {reason} ({request})", request=request, transient=True
         )
