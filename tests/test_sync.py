@@ -467,3 +467,21 @@ def test_main_job_on_the_embedded_default(
     assert "No changes." in out
     code, out, _ = run_cli("sync")
     assert "0 logged, 0 resumed, 2 already logged; uploaded 0 files" in out
+
+
+def test_dry_run_lists_what_sync_would_do_and_writes_nothing(
+    server_backend: Backend, uniq: str, run_cli: CLI, http_log: Recorder
+) -> None:
+    b = server_backend
+    d = make_run_dir(
+        b.repo / "runs",
+        "run_hmm_20251009_105640",
+        {"model_type": "hmm", "dataset": "d"},
+        {"bic_final": 1.0},
+    )
+    manifest_for(b.repo, f"{uniq}-m", f"{uniq}-exp", [d])
+    http_log.clear()
+    code, out, _ = run_cli(*args(b, "sync", "--dry-run"))
+    assert code == 0
+    assert "  + run_hmm_20251009_105640" in out and "would log or resume 1 run(s)" in out
+    assert http_log.writes() == []

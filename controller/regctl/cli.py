@@ -143,9 +143,10 @@ def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool, lock_timeout: f
     for w in report.warnings:
         _err(f"warning: {w}")
     if dry_run:
-        desired, _ = app.load_desired(opts.settings, models)
+        for name in report.pending:
+            click.echo(f"  + {name}")
         click.echo(
-            f"would log {len(desired.models) and _count_todo(report)} run(s); "
+            f"would log or resume {len(report.pending)} run(s); "
             f"{len(report.skipped)} already logged"
         )
         return ExitCode.OK
@@ -155,10 +156,6 @@ def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool, lock_timeout: f
         f"({report.bytes} bytes)"
     )
     return ExitCode.OK
-
-
-def _count_todo(report: Any) -> int:
-    return len(report.run_ids) - len(report.skipped) if report.run_ids else 0
 
 
 @cli.command(name="diff")

@@ -46,12 +46,14 @@ class SyncItem:
 
 @dataclass
 class SyncReport:
-    """What sync did. `run_ids` maps (experiment, run name) to the run for every item."""
+    """What sync did. `run_ids` maps (experiment, run name) to the run for every item;
+    `pending` names the runs to log or resume (all that a dry run would do)."""
 
     run_ids: dict[tuple[str, str], str] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
     files: int = 0
     bytes: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -202,6 +204,7 @@ def sync(
             report.skipped.append(item.record.run_name)
         else:
             todo.append((item, prior))
+            report.pending.append(item.record.run_name)
     if dry_run or not todo:
         return report
 
