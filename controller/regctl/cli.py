@@ -8,10 +8,10 @@ from __future__ import annotations
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -23,6 +23,7 @@ from regctl.render import render, render_text, summary_line
 from regctl.sync import Progress
 
 LOCK_TIMEOUT = 60.0
+F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("text", "json", "markdown")
 CHECK_FORMATS = ("text", "json", "markdown", "github")
 
@@ -41,6 +42,21 @@ def _err(message: str) -> None:
 
 def _is_tty(stream: Any) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def prune_options(fn: F) -> F:
+    """--prune and --allow-mass-delete, shared by diff and apply."""
+    fn = click.option(
+        "--allow-mass-delete",
+        is_flag=True,
+        help="With --prune, allow deleting more than half of the managed objects.",
+    )(fn)
+    return click.option(
+        "--prune",
+        is_flag=True,
+        help="Delete undeclared versions of models with `prune: true`, and managed models "
+        "that no manifest declares.",
+    )(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -167,12 +183,7 @@ def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool, lock_timeout: f
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the plan as JSON for `regctl apply PLAN.json`.",
 )
-@click.option("--prune", is_flag=True, help="Plan deletions of undeclared objects.")
-@click.option(
-    "--allow-mass-delete",
-    is_flag=True,
-    help="With --prune, allow deleting more than half of the managed objects.",
-)
+@prune_options
 @click.option(
     "--base",
     metavar="REF",
@@ -237,7 +248,7 @@ def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
 @cli.command(name="apply")
 @click.argument("args", nargs=-1)
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--prune", is_flag=True, help="Delete undeclared objects (see the docs).")
+@prune_options
 @click.option("--no-sync", is_flag=True, help="Do not log run directories first.")
 @click.option(
     "--lock-timeout",
@@ -245,11 +256,6 @@ def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
     default=LOCK_TIMEOUT,
     show_default=True,
     help="Seconds to wait for another writer's lease before giving up.",
-)
-@click.option(
-    "--allow-mass-delete",
-    is_flag=True,
-    help="With --prune, allow deleting more than half of the managed objects.",
 )
 @click.option(
     "--concurrency",

@@ -54,6 +54,7 @@ from regctl.app import Settings, find_repo, open_registry, resolve_tracking
 from regctl.errors import NotFound, RegctlError
 from regctl.model import PROVENANCE_PREFIX, ObservedModel, ObservedVersion, RunRef, frozen_map
 from regctl.ports import ArtifactInfo, RunData
+from regctl.runs import relative_inside
 
 __all__ = [
     "RESOLVED_FILE",
@@ -385,9 +386,9 @@ def model_artifact_path(params: Mapping[str, str], label: str = "run") -> str:
             raise ModelPathError(
                 f"{label}: the run has no run_dir param to place model_path {given!r} in"
             )
-        rel = _relative_inside(given, run_dir)
+        rel = relative_inside(given, run_dir)
     else:
-        rel = _relative_inside(posixpath.join("/r", given), "/r")
+        rel = relative_inside(posixpath.join("/r", given), "/r")
     if rel is None:
         external = " (see external_model_path)" if params.get("external_model_path") else ""
         raise ModelPathError(
@@ -579,22 +580,13 @@ def _provenance(tags: Mapping[str, str]) -> Mapping[str, str]:
     return frozen_map({k: v for k, v in tags.items() if k.startswith(PROVENANCE_PREFIX)})
 
 
-def _relative_inside(path: str, root: str) -> str | None:
-    """`path` relative to `root` when strictly inside it (both normalised), else None."""
-    path, root = posixpath.normpath(path), posixpath.normpath(root)
-    prefix = root if root.endswith("/") else root + "/"
-    if path.startswith(prefix) and len(path) > len(prefix):
-        return path[len(prefix) :]
-    return None
-
-
 def _inside_source(path: str, artifact_path: str) -> str | None:
     """`path` (in the run's artifacts) relative to the source's folder or file, or None."""
     if not artifact_path:
         return path
     if path == artifact_path:
         return posixpath.basename(path)
-    return _relative_inside(path, artifact_path)
+    return relative_inside(path, artifact_path)
 
 
 def _local_name(label: str, path: str, artifact_path: str) -> str:

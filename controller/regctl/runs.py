@@ -73,6 +73,7 @@ __all__ = [
     "Skipped",
     "open_run_file",
     "read_run_dir",
+    "relative_inside",
     "run_name_problem",
 ]
 
@@ -585,13 +586,13 @@ class _Reader:
             candidate = posixpath.normpath(given)
             rel = None
             if recorded_dir is not None and posixpath.isabs(recorded_dir):
-                rel = _relative_inside(candidate, recorded_dir)
+                rel = relative_inside(candidate, recorded_dir)
             elif recorded_dir is None:
                 rel = _after_component(candidate, self.run_name)
                 rel = rel if rel in present else None
             if rel is not None:
                 candidate = posixpath.join(self.run_dir, rel)
-        inside = _relative_inside(candidate, self.run_dir)
+        inside = relative_inside(candidate, self.run_dir)
         if inside is None:
             return candidate, candidate
         if inside not in present:
@@ -794,8 +795,10 @@ def _valid_metric_name(name: str) -> bool:
     )
 
 
-def _relative_inside(path: str, root: str) -> str | None:
-    """`path` relative to `root` when strictly inside it (both normalised), else None."""
+def relative_inside(path: str, root: str) -> str | None:
+    """`path` relative to `root` when strictly inside it (both normalised), else None.
+
+    Shared with `regctl.inference`, which maps `model_path` into a version's artifacts."""
     path, root = posixpath.normpath(path), posixpath.normpath(root)
     prefix = root if root.endswith("/") else root + "/"
     if path.startswith(prefix) and len(path) > len(prefix):
