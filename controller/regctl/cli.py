@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from regctl import app, inference
+from regctl import app, importer, inference, schema
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
 from regctl.plan import Change, Plan
 from regctl.policy import Review, render_report
@@ -405,6 +405,31 @@ def resolve_cmd(opts: Opts, target: str, fmt: str, download: Path | None) -> int
     """Show what NAME@ALIAS or NAME/VERSION resolves to; --download fetches its files."""
     text, code = inference.resolve_command(opts.settings, target, fmt, download)
     click.echo(text)
+    return code
+
+
+@cli.command(name="import")
+@click.argument("models", nargs=-1)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write manifests here (default: the repository's manifests/).",
+)
+@click.pass_obj
+def import_cmd(opts: Opts, models: tuple[str, ...], out: Path | None) -> int:
+    """Write manifests from the live registry (updating edited files in place)."""
+    text, code = importer.import_command(opts.settings, models, out)
+    click.echo(text, nl=False)
+    return code
+
+
+@cli.command(name="schema")
+@click.pass_obj
+def schema_cmd(opts: Opts) -> int:
+    """JSON Schema of manifests, policies and waivers (for editors and CI)."""
+    text, code = schema.schema_command(opts.settings)
+    click.echo(text, nl=False)
     return code
 
 
