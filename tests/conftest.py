@@ -3,17 +3,25 @@
 The server is started once per test session (SQLite backend, proxied artifacts, one
 worker, job execution off: about 5 s). Tests share it and isolate themselves by unique
 model and experiment names (the `uniq` fixture).
+
+A second server backed by PostgreSQL (`postgres_server`) is started on first use: a
+throwaway cluster in a temporary folder, run as an unprivileged user when the tests run
+as root (PostgreSQL refuses to run as root). The `backend` fixture runs each test on
+the SQLite server, the embedded sqlite:/// store and the PostgreSQL server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.request
@@ -47,7 +55,8 @@ class Server:
     root: Path
 
 
-def _start_server(root: Path) -> Server:
+def _start_server(root: Path, backend_store_uri: str | None = None) -> Server:
+    """An `mlflow server` on a free loopback port; SQLite in `root` unless a URI is given."""
     port = free_port()
     env = dict(os.environ)
     env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"})
@@ -58,7 +67,7 @@ def _start_server(root: Path) -> Server:
         "mlflow",
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
         str(root / "mlartifacts"),
         "--host",
@@ -110,6 +119,199 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         _stop(server.proc)
 
 
+POSTGRES_BINARIES = ("initdb", "postgres")
+
+
+def postgres_bindir() -> Path | None:
+    """The folder holding PostgreSQL's `initdb` and `postgres`: PATH, then Debian's place."""
+    first = shutil.which(POSTGRES_BINARIES[0])
+    candidates = [Path(first).resolve().parent] if first else []
+    candidates += [Path(f) for f in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    for folder in candidates:
+        if all((folder / b).is_file() for b in POSTGRES_BINARIES):
+            return folder
+    return None
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster: `uri` names its `mlflow` database over TCP."""
+
+    uri: str
+    proc: subprocess.Popen[bytes]
+    root: Path
+
+
+def _unprivileged() -> dict[str, Any]:
+    """Popen arguments that drop root for PostgreSQL; none when not root.
+
+    PostgreSQL refuses to run as root, and so does initdb. The tests (and CI) run as
+    root, so the cluster runs as `nobody`, or as a system user `regctl-pg` created on
+    first use where `nobody` is missing.
+    """
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pw = pwd.getpwnam("nobody")
+    except KeyError:
+        try:
+            pw = pwd.getpwnam("regctl-pg")
+        except KeyError:
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "regctl-pg",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            pw = pwd.getpwnam("regctl-pg")
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+def _start_postgres(bindir: Path) -> Postgres:
+    """initdb (trust auth) and start `postgres` on a free loopback port, socket in the folder.
+
+    The folder comes from `tempfile` rather than pytest's tmp_path, whose parent is
+    private to root (mode 0700) and so closed to the unprivileged user.
+    """
+    drop = _unprivileged()
+    root = Path(tempfile.mkdtemp(prefix="regctl-pg-"))
+    if drop:
+        os.chown(root, drop["user"], drop["group"])
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root), "LC_ALL": "C"}
+    data = root / "data"
+    init = subprocess.run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        **drop,
+    )
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"initdb failed:\n{init.stdout}{init.stderr}")
+    port = free_port()
+    log = (root / "postgres.log").open("wb")
+    # durability off: the cluster lives for one test session
+    settings = {
+        "listen_addresses": "127.0.0.1",
+        "port": str(port),
+        "unix_socket_directories": str(root),
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+    }
+    cmd = [str(bindir / "postgres"), "-D", str(data)]
+    for key, value in settings.items():
+        cmd += ["-c", f"{key}={value}"]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **drop,
+    )
+    log.close()  # the child holds its own copy
+    # the driver is named: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3
+    pg = Postgres(f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow", proc, root)
+    try:
+        _create_database(pg, port)
+    except BaseException:
+        _stop_postgres(pg)
+        raise
+    return pg
+
+
+def _create_database(pg: Postgres, port: int) -> None:
+    """Wait until the cluster accepts connections, then create the `mlflow` database."""
+    try:
+        import psycopg2
+    except ImportError as exc:  # the mlflow server needs it too
+        raise RuntimeError("psycopg2 is missing: pip install -e '.[dev]'") from exc
+    deadline = time.monotonic() + 30
+    while True:
+        if pg.proc.poll() is not None:
+            raise RuntimeError(
+                "postgres exited:\n" + (pg.root / "postgres.log").read_text()[-3000:]
+            )
+        try:
+            conn = psycopg2.connect(
+                host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=2
+            )
+            break
+        except psycopg2.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE mlflow")
+    finally:
+        conn.close()
+
+
+def _stop_postgres(pg: Postgres) -> None:
+    """Fast shutdown (SIGINT), then remove the cluster's folder."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pg.proc.pid, signal.SIGINT)
+    try:
+        pg.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pg.proc.pid, signal.SIGKILL)
+        pg.proc.wait(timeout=15)
+    shutil.rmtree(pg.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second real MLflow server, backed by a throwaway PostgreSQL cluster.
+
+    Skipped when PostgreSQL's server binaries are absent, except under CI (CI=true),
+    where that is a failure: CI must test both backends.
+    """
+    bindir = postgres_bindir()
+    if bindir is None:
+        reason = (
+            "PostgreSQL server binaries (initdb, postgres) not found on PATH or in "
+            "/usr/lib/postgresql/*/bin: the postgres backend is not tested"
+        )
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    pg = _start_postgres(bindir)
+    try:
+        root = tmp_path_factory.mktemp("mlflow-postgres")
+        server = _start_server(root, pg.uri)
+        try:
+            yield server
+        finally:
+            _stop(server.proc)
+    finally:
+        _stop_postgres(pg)
+
+
 @pytest.fixture
 def uniq(request: pytest.FixtureRequest) -> str:
     """A short prefix unique to this test, for names on the shared server."""
@@ -146,14 +348,18 @@ class Backend:
         return out
 
 
-@pytest.fixture(params=["server", "sqlite"])
+@pytest.fixture(params=["server", "sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Parametrised over the real server and the embedded sqlite:/// store."""
+    """Parametrised over the real server (SQLite), the embedded sqlite:/// store and a
+    real server backed by PostgreSQL."""
     repo = tmp_path / "repo"
     (repo / "manifests").mkdir(parents=True)
     if request.param == "server":
         server = request.getfixturevalue("mlflow_server")
         return Backend("server", server.url, repo)
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        return Backend("postgres", server.url, repo)
     return Backend("sqlite", f"sqlite:///{tmp_path / 'mlflow.db'}", repo)
 
 
