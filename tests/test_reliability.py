@@ -42,6 +42,22 @@ def proxy(mlflow_server: Server) -> Iterator[FaultProxy]:
         p.close()
 
 
+@pytest.fixture(params=["sqlite-server", "postgres-server"])
+def upstream(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[FaultProxy, Backend]]:
+    """The write-path battery runs against both server backends, through the proxy."""
+    name = "mlflow_server" if request.param == "sqlite-server" else "postgres_server"
+    server = request.getfixturevalue(name)
+    repo = tmp_path / "repo"
+    (repo / "manifests").mkdir(parents=True)
+    p = FaultProxy(server.url)
+    try:
+        yield p, Backend(request.param, server.url, repo)
+    finally:
+        p.close()
+
+
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """No backoff sleeps, short timeouts: the retry logic is the same, the test is quick."""
@@ -168,9 +184,9 @@ def test_connection_refused_names_host_and_port_never_a_credential(
 
 
 def test_lost_create_response_leaves_one_version(
-    proxy: FaultProxy, server_backend: Backend, uniq: str, run_cli: CLI
+    upstream: tuple[FaultProxy, Backend], uniq: str, run_cli: CLI
 ) -> None:
-    b = server_backend
+    proxy, b = upstream
     exp = f"{uniq}-exp"
     b.make_runs(exp, ["a", "b"])
     name = f"{uniq}-lost"
@@ -228,9 +244,9 @@ def _plan_of_ten(b: Backend, uniq: str) -> tuple[str, list[str]]:
 
 @pytest.mark.parametrize("k", range(11))
 def test_sigkill_after_write_k_then_apply_converges(
-    k: int, proxy: FaultProxy, server_backend: Backend, uniq: str, run_cli: CLI
+    k: int, upstream: tuple[FaultProxy, Backend], uniq: str, run_cli: CLI
 ) -> None:
-    b = server_backend
+    proxy, b = upstream
     name, runs = _plan_of_ten(b, uniq)
     env = dict(os.environ, PYTHONPATH=str(REPO / "controller"))
     cmd = [
@@ -287,9 +303,9 @@ def test_sigkill_after_write_k_then_apply_converges(
 
 
 def test_sigterm_finishes_the_current_write_releases_the_lease_and_reports(
-    proxy: FaultProxy, server_backend: Backend, uniq: str, run_cli: CLI
+    upstream: tuple[FaultProxy, Backend], uniq: str, run_cli: CLI
 ) -> None:
-    b = server_backend
+    proxy, b = upstream
     name, _ = _plan_of_ten(b, uniq)
     env = dict(os.environ, PYTHONPATH=str(REPO / "controller"))
     cmd = [
