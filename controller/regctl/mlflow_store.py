@@ -238,6 +238,13 @@ class MlflowRegistry:
         return {rid: d.ref for rid, d in self.run_data(run_ids).items()}
 
     def run_data(self, run_ids: Collection[str]) -> dict[str, RunData]:
+        missing = sorted(set(run_ids) - set(self._run_cache))
+        if len(missing) > 1:
+            # batched: one experiment search, one run search per 100 ids (fills the cache)
+            self.run_origins(missing)
+            return {
+                rid: self._run_cache[rid] for rid in sorted(set(run_ids)) if rid in self._run_cache
+            }
         out = {}
         for rid in sorted(set(run_ids)):
             if rid not in self._run_cache:
