@@ -1,0 +1,268 @@
+"""Exact HTTP request counts of issue 7's targets 2, 4 and 5, against the real server.
+
+Counts are exact where times are noisy, so these tests pin what benchmarks/run.py
+measures at scale: observe/diff costs a constant number of requests however many models
+there are, apply writes one request per change plus documented constants, and a second
+sync of a synced run directory costs at most one request per directory and no upload.
+
+The server is shared with other tests, so a complete (unscoped) observe reads every
+model on it: the registered-model search pages are counted from the server's size
+(1,000 models per page) rather than assumed.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, Backend, Recorder, write_manifest
+
+CLI = Callable[..., tuple[int, str, str]]
+API = "/api/2.0/mlflow"
+EXAMPLES = REPO / "examples" / "runs" / "BINANCE_BTCUSDT.P, 60"
+
+pytestmark = pytest.mark.server
+
+
+def args(b: Backend, *rest: str) -> list[str]:
+    return ["--tracking-uri", b.uri, "--repo", str(b.repo), *rest]
+
+
+def kinds(rec: Recorder) -> Counter[str]:
+    """Requests by `METHOD /path` (the API prefix dropped)."""
+    return Counter(f"{m} {p.removeprefix(API)}" for m, p in rec.calls)
+
+
+def model_pages(b: Backend) -> int:
+    """Pages a complete registered-model search takes on the shared server now."""
+    store = b.client._get_registry_client().store
+    total, token = 0, None
+    while True:
+        page = store.search_registered_models(max_results=1000, page_token=token)
+        total += len(page)
+        token = page.token
+        if not token:
+            return max(1, math.ceil(total / 1000))
+
+
+def fleet(
+    b: Backend,
+    prefix: str,
+    n: int,
+    *,
+    prod: int = 2,
+    described: str = "v1",
+    by_id: bool = False,
+) -> None:
+    """n managed models x 3 versions (runs r0-r2 of one experiment) x 2 aliases, seeded
+    through the store (one request per object) and declared by matching manifests with
+    `prod` on version `prod` and version 1's description `described`. With `by_id`,
+    every version has a run of its own and the entries name it by id."""
+    from mlflow.entities.model_registry import RegisteredModelTag
+
+    exp = f"{prefix}-exp"
+    shared = b.make_runs(exp, ["r0", "r1", "r2"])
+    store = b.client._get_registry_client().store
+    for i in range(n):
+        name = f"{prefix}-m{i:03d}"
+        # by id: three runs of its own per model, so that ids grow with the versions
+        runs = b.make_runs(exp, [f"m{i}-r{j}" for j in range(3)]) if by_id else shared
+        if by_id:
+            runs = {f"r{j}": runs[f"m{i}-r{j}"] for j in range(3)}
+        store.create_registered_model(name, tags=[RegisteredModelTag("regctl.managed", "true")])
+        for j in range(3):
+            run_id = runs[f"r{j}"]
+            store.create_model_version(
+                name, f"runs:/{run_id}", run_id=run_id, description=f"v{j + 1}"
+            )
+        store.set_registered_model_alias(name, "prod", "2")
+        store.set_registered_model_alias(name, "staging", "3")
+        entries = "".join(
+            (f"  - run_id: {runs[f'r{j}']}\n" if by_id else f"  - run: r{j}\n")
+            + f"    description: {described if j == 0 else f'v{j + 1}'}\n"
+            + (f"    aliases: [{', '.join(a)}]\n" if (a := aliases(j + 1, prod)) else "")
+            for j in range(3)
+        )
+        where = "" if by_id else f"experiment: {exp}\n"
+        write_manifest(
+            b.repo,
+            name,
+            f"apiVersion: regctl/v1\nkind: RegisteredModel\nname: {name}\n{where}"
+            f"versions:\n{entries}",
+        )
+
+
+def aliases(version: int, prod: int) -> list[str]:
+    return [a for a, at in (("prod", prod), ("staging", 3)) if at == version]
+
+
+# -- target 2: observe and diff ------------------------------------------------------------
+
+
+def test_diff_requests_do_not_grow_with_models(
+    server_backend: Backend, uniq: str, run_cli: CLI, http_log: Recorder, tmp_path: Path
+) -> None:
+    """N models x 3 versions x 2 aliases, no changes: N=20 and N=60 cost the same requests,
+    exactly ceil(models/1000) + ceil(versions/200000) + 1 experiment search + 1 run search
+    per experiment."""
+    counts = {}
+    for n in (20, 60):
+        repo = tmp_path / f"repo-{n}"
+        (repo / "manifests").mkdir(parents=True)
+        b = Backend("server", server_backend.uri, repo)
+        fleet(b, f"{uniq}-n{n}", n)
+        pages = model_pages(b)
+        http_log.clear()
+        code, out, err = run_cli(*args(b, "diff", "--exit-code"))
+        assert code == 0, out + err
+        assert "matches the manifests" in out
+        counts[n] = kinds(http_log)
+        assert counts[n] == {
+            "GET /registered-models/search": pages,
+            "GET /model-versions/search": 1,
+            "POST /experiments/search": 1,
+            "POST /runs/search": 1,
+        }
+    assert sum(counts[20].values()) == sum(counts[60].values())
+
+
+def test_scoped_diff_requests_grow_by_name_filter_chunks(
+    server_backend: Backend, uniq: str, run_cli: CLI, http_log: Recorder
+) -> None:
+    """Scoped to named models, models and versions are searched with `name IN (...)`
+    filters of NAMES_PER_FILTER names each: two requests per chunk, not per model."""
+    from regctl.mlflow_store import NAMES_PER_FILTER
+
+    b = server_backend
+    n = NAMES_PER_FILTER + 10
+    fleet(b, uniq, n)
+    names = [f"{uniq}-m{i:03d}" for i in range(n)]
+    http_log.clear()
+    code, out, err = run_cli(*args(b, "diff", "--exit-code", *names))
+    assert code == 0, out + err
+    chunks = math.ceil(n / NAMES_PER_FILTER)
+    assert kinds(http_log) == {
+        "GET /registered-models/search": chunks,
+        "GET /model-versions/search": chunks,
+        "POST /experiments/search": 1,
+        "POST /runs/search": 1,
+    }
+
+
+def test_diff_requests_with_run_ids_are_batched(
+    server_backend: Backend, uniq: str, run_cli: CLI, http_log: Recorder
+) -> None:
+    """Entries that name runs by id (as `regctl import` writes them when a run name is
+    not unique): one experiment search and one run search per 100 ids, not a request
+    per version."""
+    b = server_backend
+    n = 20
+    fleet(b, uniq, n, by_id=True)
+    pages = model_pages(b)
+    http_log.clear()
+    code, out, err = run_cli(*args(b, "diff", "--exit-code"))
+    assert code == 0, out + err
+    assert kinds(http_log) == {
+        "GET /registered-models/search": pages,
+        "GET /model-versions/search": 1,
+        "POST /experiments/search": 1,
+        "POST /runs/search": math.ceil(3 * n / 100),
+    }
+
+
+# -- target 4: apply -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_apply_writes_one_request_per_change_plus_constants(
+    server_backend: Backend,
+    uniq: str,
+    run_cli: CLI,
+    http_log: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+    k: int,
+) -> None:
+    """K alias moves + K description changes (one of each in K models):
+
+    - exactly one write per change: K alias POSTs, K model-version PATCHes, no read
+      before a write;
+    - provenance (`regctl.applied`): one tag per touched model (K) and per touched
+      version (2K: the re-described version 1 and the alias target, version 3);
+    - the lease: one create and one delete of `regctl-lease` (no refresh in a short
+      apply) and, at release, one name-filtered model and version search;
+    - reads: three observes (plan, plan again under the lease, verify afterwards), each
+      the model pages, one version search, one experiment search, one run search.
+    """
+    monkeypatch.setenv("REGCTL_COMMIT", "0123456789abcdef")
+    b = server_backend
+    fleet(b, uniq, k, prod=3, described="v1 reviewed")
+    pages = model_pages(b)
+    http_log.clear()
+    code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
+    assert code == 0, out + err
+    assert f"Apply complete: {2 * k} of {2 * k} changes applied." in out
+    assert kinds(http_log) == {
+        # the changes
+        "POST /registered-models/alias": k,
+        "PATCH /model-versions/update": k,
+        # provenance
+        "POST /registered-models/set-tag": k,
+        "POST /model-versions/set-tag": 2 * k,
+        # the lease
+        "POST /registered-models/create": 1,
+        "DELETE /registered-models/delete": 1,
+        # reads: 3 observes + the lease check at release
+        "GET /registered-models/search": 3 * pages + 1,
+        "GET /model-versions/search": 3 + 1,
+        "POST /experiments/search": 3,
+        "POST /runs/search": 3,
+    }
+    assert len(http_log.writes()) == 2 * k + 3 * k + 2
+    # nothing left: a second apply reads once and writes nothing
+    http_log.clear()
+    code, out, _ = run_cli(*args(b, "apply", "--auto-approve"))
+    assert code == 0
+    assert http_log.writes() == []
+    assert len(http_log.calls) == pages + 3
+
+
+# -- target 5: sync ------------------------------------------------------------------------
+
+
+def test_second_sync_costs_at_most_one_request_per_run_dir(
+    server_backend: Backend, uniq: str, run_cli: CLI, http_log: Recorder
+) -> None:
+    """A synced run directory is checked with list-based lookups batched per experiment:
+    one experiment search and one run search for all of them, and no upload."""
+    b = server_backend
+    dirs = []
+    for run in ("run_20251008_145809_lgbm_y_logret_168h_huber", "run_hmm_20251009_105640"):
+        dest = b.repo / "runs" / "BINANCE_BTCUSDT.P, 60" / run
+        shutil.copytree(EXAMPLES / run, dest)
+        dirs.append(dest)
+    entries = "".join(
+        f'  - run: {d.name}\n    run_dir: "{d.relative_to(b.repo).as_posix()}"\n' for d in dirs
+    )
+    write_manifest(
+        b.repo,
+        "m",
+        f"apiVersion: regctl/v1\nkind: RegisteredModel\nname: {uniq}-m\n"
+        f"experiment: {uniq}-exp\nversions:\n{entries}",
+    )
+    files = sum(1 for d in dirs for p in d.rglob("*") if p.is_file())
+    http_log.clear()
+    code, out, err = run_cli(*args(b, "sync"))
+    assert code == 0, out + err
+    assert sum(m == "PUT" for m, _ in http_log.calls) == files  # one PUT per file
+
+    http_log.clear()
+    code, out, err = run_cli(*args(b, "sync"))
+    assert code == 0, out + err
+    assert "uploaded 0 files (0 bytes)" in out
+    assert kinds(http_log) == {"POST /experiments/search": 1, "POST /runs/search": 1}
+    assert len(http_log.calls) <= len(dirs)
