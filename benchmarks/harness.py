@@ -124,8 +124,10 @@ def start_server(root: Path, backend_uri: str, *, default_workers: bool = False)
 
 
 def warm_up(url: str, requests: int = 64, threads: int = 8) -> None:
-    """Send a burst of cheap reads so that every worker process has served requests
-    (a worker's first requests are slow) before anything is measured."""
+    """Send bursts of cheap reads and small artifact uploads, so that every worker
+    process has served both kinds (a worker's first requests of a kind are slow: about
+    8 s more for a first sync against a cold 4-worker server) before anything is
+    measured."""
     from concurrent.futures import ThreadPoolExecutor
 
     def get(_: int) -> None:
@@ -134,8 +136,16 @@ def warm_up(url: str, requests: int = 64, threads: int = 8) -> None:
             with urllib.request.urlopen(target, timeout=60) as resp:
                 resp.read()
 
+    def put(i: int) -> None:
+        with contextlib.suppress(OSError):
+            target = f"{url}/api/2.0/mlflow-artifacts/artifacts/warm-up/{i}.bin"
+            req = urllib.request.Request(target, data=b"x" * 1024, method="PUT")
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                resp.read()
+
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(get, range(requests)))
+        list(pool.map(put, range(requests)))
 
 
 # -- child processes ----------------------------------------------------------------------
