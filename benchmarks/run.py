@@ -179,7 +179,7 @@ def row_startup(b: Bench) -> list[Row]:
         f"`regctl --help` wall time (median of {b.sizes.startup_repeat}, interleaved)",
         fmt_s(mine),
         f"{fmt_s(theirs)} (`python -c 'import mlflow'`)",
-        f"{r:.0%}",
+        f"{r:.1%}",
         "<= 15%",
         r <= 0.15,
         [
