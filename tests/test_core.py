@@ -393,6 +393,50 @@ def test_importing_the_cli_does_not_import_mlflow() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+_PROBE = """
+import sys
+from regctl.cli import main
+code = main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if m == "mlflow" or m.startswith("mlflow."))
+print("MLFLOW", len(loaded), "APP", "regctl.app" in sys.modules)
+sys.exit(code)
+"""
+
+
+def _probe_modules(args: list[str]) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO / "controller"), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_help_validate_and_log_never_import_mlflow(examples_repo: Path) -> None:
+    """Issue 7 target 1: start-up commands stay light. `--help` does not even import the
+    use-case layer; validate and log run completely without mlflow."""
+    assert _probe_modules(["--help"]) == "MLFLOW 0 APP False"
+    assert _probe_modules(["--repo", str(examples_repo), "validate"]) == "MLFLOW 0 APP True"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(examples_repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "examples"], check=True)
+    from regctl.manifest import load_manifests
+
+    name = load_manifests(examples_repo).models[0].name
+    out = _probe_modules(["--repo", str(examples_repo), "log", name])
+    assert out == "MLFLOW 0 APP True"
+
+
+def test_resolve_formats_match_the_cli() -> None:
+    from regctl import cli, inference
+
+    assert cli.RESOLVE_FORMATS == inference.FORMATS
+
+
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from regctl.app import Settings, resolve_tracking
 

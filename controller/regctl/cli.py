@@ -11,21 +11,27 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from regctl import app, importer, inference, schema
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
-from regctl.plan import Change, Plan
-from regctl.policy import Review, render_report
-from regctl.render import render, render_text, summary_line
-from regctl.sync import Progress
+
+if TYPE_CHECKING:
+    from regctl import app
+    from regctl.plan import Change, Plan
+    from regctl.policy import Review
+    from regctl.sync import Progress
+
+# Start-up: everything below click and errors is imported inside the command that needs
+# it, so `regctl --help` stays a fraction of `import mlflow` (issue 7, target 1) and the
+# commands that never talk to MLflow (validate, log) never import it.
 
 LOCK_TIMEOUT = 60.0
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("text", "json", "markdown")
 CHECK_FORMATS = ("text", "json", "markdown", "github")
+RESOLVE_FORMATS = ("text", "json")  # regctl.inference.FORMATS (a test keeps them equal)
 
 
 @dataclass
@@ -88,6 +94,8 @@ def cli(
 ) -> None:
     """regctl keeps an MLflow Model Registry in the state that reviewed YAML manifests
     in git describe."""
+    from regctl import app
+
     root = repo.resolve() if repo is not None else app.find_repo()
     ctx.obj = Opts(
         app.Settings(root, tracking_uri, registry_uri),
@@ -102,6 +110,8 @@ def cli(
 @click.pass_obj
 def validate(opts: Opts, models: tuple[str, ...]) -> int:
     """Offline checks: manifests and the run directories they reference."""
+    from regctl import app
+
     report = app.validate(opts.settings, models)
     for w in report.warnings:
         _err(f"warning: {w}")
@@ -144,6 +154,8 @@ def _progress_printer(enabled: bool) -> Progress | None:
 @click.pass_obj
 def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool, lock_timeout: float) -> int:
     """Log the run directories that manifests reference as MLflow runs."""
+    from regctl import app
+
     registry = app.open_registry(opts.settings)
     try:
         report = app.run_sync(
@@ -205,6 +217,9 @@ def diff_cmd(
     Exit 3 when a policy denies a touched version; with --exit-code, 2 when there are
     changes and 0 when the registry matches.
     """
+    from regctl import app
+    from regctl.render import render
+
     registry = app.open_registry(opts.settings)
     try:
         planned = app.make_plan(
@@ -236,6 +251,9 @@ def diff_cmd(
 @click.pass_obj
 def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
     """Policy verdicts for every version the manifests declare (exit 3 on a deny)."""
+    from regctl import app
+    from regctl.policy import render_report
+
     registry = app.open_registry(opts.settings)
     try:
         report = app.check(opts.settings, registry, models)
@@ -275,6 +293,9 @@ def apply_cmd(
     concurrency: int | None,
 ) -> int:
     """Make the registry match the manifests: [PLAN.json] [MODEL...]."""
+    from regctl import app
+    from regctl.render import render_text, summary_line
+
     plan_file = None
     models = list(args)
     if models and models[0].endswith(".json"):
@@ -370,6 +391,8 @@ class _StopOnSigterm:
 @click.pass_obj
 def log_cmd(opts: Opts, model: str, alias: str | None, fmt: str) -> int:
     """Promotion history of MODEL from the git history of its manifest."""
+    from regctl import app
+
     click.echo(app.log(opts.settings, model, alias, fmt), nl=False)
     return ExitCode.OK
 
@@ -379,6 +402,8 @@ def log_cmd(opts: Opts, model: str, alias: str | None, fmt: str) -> int:
 @click.pass_obj
 def unlock_cmd(opts: Opts, lease_id: str) -> int:
     """Break a stale apply lease, by its id only."""
+    from regctl import app
+
     registry = app.open_registry(opts.settings)
     try:
         lease = app.unlock(registry, lease_id)
@@ -391,7 +416,7 @@ def unlock_cmd(opts: Opts, lease_id: str) -> int:
 @cli.command(name="resolve")
 @click.argument("target")
 @click.option(
-    "--format", "fmt", type=click.Choice(inference.FORMATS), default="text", show_default=True
+    "--format", "fmt", type=click.Choice(RESOLVE_FORMATS), default="text", show_default=True
 )
 @click.option(
     "--download",
@@ -403,6 +428,8 @@ def unlock_cmd(opts: Opts, lease_id: str) -> int:
 @click.pass_obj
 def resolve_cmd(opts: Opts, target: str, fmt: str, download: Path | None) -> int:
     """Show what NAME@ALIAS or NAME/VERSION resolves to; --download fetches its files."""
+    from regctl import inference
+
     text, code = inference.resolve_command(opts.settings, target, fmt, download)
     click.echo(text)
     return code
@@ -419,6 +446,8 @@ def resolve_cmd(opts: Opts, target: str, fmt: str, download: Path | None) -> int
 @click.pass_obj
 def import_cmd(opts: Opts, models: tuple[str, ...], out: Path | None) -> int:
     """Write manifests from the live registry (updating edited files in place)."""
+    from regctl import importer
+
     text, code = importer.import_command(opts.settings, models, out)
     click.echo(text, nl=False)
     return code
@@ -428,6 +457,8 @@ def import_cmd(opts: Opts, models: tuple[str, ...], out: Path | None) -> int:
 @click.pass_obj
 def schema_cmd(opts: Opts) -> int:
     """JSON Schema of manifests, policies and waivers (for editors and CI)."""
+    from regctl import schema
+
     text, code = schema.schema_command(opts.settings)
     click.echo(text, nl=False)
     return code
