@@ -159,6 +159,20 @@ def test_provenance_is_recorded_on_model_and_versions(
     assert f"commit {sha2} by octocat" in tags(mv)[PROVENANCE_TAG]
     mv1 = rest(f"model-versions/get?name={uniq}-m&version=1")["model_version"]
     assert sha in tags(mv1)[PROVENANCE_TAG]  # untouched by the promotion
+    # a description edit is recorded on the model; the version keeps its promotion record
+    manifest(
+        b,
+        uniq,
+        "m",
+        "  - run: a\n  - run: b\n    description: reviewed\n    aliases: [Production]\n",
+    )
+    sha3 = commit(r, "Describe b")
+    assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
+    model = rest(f"registered-models/get?name={uniq}-m")["registered_model"]
+    assert f"commit {sha3} by octocat" in tags(model)[PROVENANCE_TAG]
+    mv = rest(f"model-versions/get?name={uniq}-m&version=2")["model_version"]
+    assert mv["description"] == "reviewed"
+    assert f"commit {sha2} by octocat" in tags(mv)[PROVENANCE_TAG]
     # runs carry no regctl tags: run tags belong to people
     run_id = mv["run_id"]
     run = rest(f"runs/get?run_id={run_id}")["run"]

@@ -191,8 +191,9 @@ def test_apply_writes_one_request_per_change_plus_constants(
 
     - exactly one write per change: K alias POSTs, K model-version PATCHes, no read
       before a write;
-    - provenance (`regctl.applied`): one tag per touched model (K) and per touched
-      version (2K: the re-described version 1 and the alias target, version 3);
+    - provenance (`regctl.applied`): one tag per touched model (K) and one per promoted
+      version (K: the alias target, version 3; the re-described version 1 is recorded
+      on its model only);
     - the lease: one create and one delete of `regctl-lease` (no refresh in a short
       apply) and, at release, one name-filtered model and version search;
     - reads: three observes (plan, plan again under the lease, verify afterwards), each
@@ -212,7 +213,7 @@ def test_apply_writes_one_request_per_change_plus_constants(
         "PATCH /model-versions/update": k,
         # provenance
         "POST /registered-models/set-tag": k,
-        "POST /model-versions/set-tag": 2 * k,
+        "POST /model-versions/set-tag": k,
         # the lease
         "POST /registered-models/create": 1,
         "DELETE /registered-models/delete": 1,
@@ -222,7 +223,7 @@ def test_apply_writes_one_request_per_change_plus_constants(
         "POST /experiments/search": 3,
         "POST /runs/search": 3,
     }
-    assert len(http_log.writes()) == 2 * k + 3 * k + 2
+    assert len(http_log.writes()) == 2 * k + 2 * k + 2
     # nothing left: a second apply reads once and writes nothing
     http_log.clear()
     code, out, _ = run_cli(*args(b, "apply", "--auto-approve"))

@@ -191,7 +191,13 @@ def _(change: DeleteModel, ctx: ApplyContext) -> None:
 
 
 def _touches(change: Change, ctx: ApplyContext) -> list[tuple[str, int]]:
-    """What a change makes attributable: (model, 0) for the model, (model, n) for a version."""
+    """What a change makes attributable: (model, 0) for the model, (model, n) for a version.
+
+    Every change is attributed to its model. A version is attributed only when the apply
+    created it or pointed an alias at it, so its tag keeps answering "which commit made
+    or promoted this version": a later description edit is recorded on the model and does
+    not overwrite it (and costs one request less per edited version).
+    """
     if isinstance(change, DeleteModel | SyncRun):
         return []
     out = [(change.model, 0)]
@@ -204,8 +210,6 @@ def _touches(change: Change, ctx: ApplyContext) -> list[tuple[str, int]]:
         if change.entry is not None:
             number = ctx.created.get((change.model, change.entry), change.new)
         out.append((change.model, number))
-    elif isinstance(change, SetVersionDescription):
-        out.append((change.model, change.version))
     return out
 
 
