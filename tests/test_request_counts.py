@@ -109,7 +109,7 @@ def test_diff_requests_do_not_grow_with_models(
 ) -> None:
     """N models x 3 versions x 2 aliases, no changes: N=20 and N=60 cost the same requests,
     exactly ceil(models/1000) + ceil(versions/200000) + 1 experiment search + 1 run search
-    per experiment."""
+    (for up to 100 experiments)."""
     counts = {}
     for n in (20, 60):
         repo = tmp_path / f"repo-{n}"
@@ -129,6 +129,26 @@ def test_diff_requests_do_not_grow_with_models(
             "POST /runs/search": 1,
         }
     assert sum(counts[20].values()) == sum(counts[60].values())
+
+
+def test_run_lookups_of_several_experiments_share_one_search(
+    server_backend: Backend, uniq: str, run_cli: CLI, http_log: Recorder
+) -> None:
+    """Models whose runs live in three experiments: still one experiment search and one
+    run search (ceil(runs/50000) pages over up to 100 experiments), not one per experiment."""
+    b = server_backend
+    for part in ("a", "b", "c"):
+        fleet(b, f"{uniq}-{part}", 4)
+    pages = model_pages(b)
+    http_log.clear()
+    code, out, err = run_cli(*args(b, "diff", "--exit-code"))
+    assert code == 0, out + err
+    assert kinds(http_log) == {
+        "GET /registered-models/search": pages,
+        "GET /model-versions/search": 1,
+        "POST /experiments/search": 1,
+        "POST /runs/search": 1,
+    }
 
 
 def test_scoped_diff_requests_grow_by_name_filter_chunks(

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ from regctl.policy import (
     evaluate,
     load_policies,
 )
-from regctl.ports import Registry, RegistryReader
+from regctl.ports import Registry, RegistryReader, runs_by_name
 from regctl.sync import SyncItem, SyncReport, collect, pending_runs, sync
 
 if TYPE_CHECKING:
@@ -104,37 +105,45 @@ def load_desired(settings: Settings, models: Sequence[str] = ()) -> tuple[Desire
     return scope(full, models), not models
 
 
-def observe(desired: DesiredState, reader: RegistryReader, *, complete: bool) -> ObservedState:
+def observe(
+    desired: DesiredState, reader: RegistryReader, *, complete: bool, workers: int = 1
+) -> ObservedState:
     """Read what the plan needs, with as few requests as MLflow allows.
 
     Models and versions in paginated searches (all of them when the scope is complete, so
     managed models that no manifest names are seen too), experiments in one search, and
-    run names resolved with one run search per experiment.
+    run names resolved with one run search per experiment. With `workers` > 1 (a server)
+    the independent reads are sent together: the time is the slowest one's, not the sum.
     """
     names = None if complete else desired.names()
-    models = reader.search_models(names)
-    experiments = reader.experiments(sorted({m.experiment for m in desired.models if m.experiment}))
-    runs: dict[tuple[str, str], tuple[RunRef, ...]] = {}
     by_exp: dict[str, set[str]] = {}
     for m in desired.models:
         for v in m.versions:
             if v.run is not None and m.experiment is not None:
                 by_exp.setdefault(m.experiment, set()).add(v.run)
-    for exp, run_names in sorted(by_exp.items()):
-        if exp not in experiments:
-            continue
-        found: dict[str, list[RunRef]] = {}
-        for ref in reader.runs_in(experiments[exp], run_names):
-            found.setdefault(ref.name, []).append(ref)
-        for name, refs in found.items():
-            runs[(exp, name)] = tuple(refs)
     ids = {v.run_id for m in desired.models for v in m.versions if v.run_id}
-    return ObservedState(
-        models=models,
-        experiments=experiments,
-        runs=runs,
-        runs_by_id=reader.runs_by_id(ids) if ids else {},
-    )
+
+    def read_runs() -> tuple[dict[str, str], dict[tuple[str, str], tuple[RunRef, ...]]]:
+        experiments = reader.experiments(
+            sorted({m.experiment for m in desired.models if m.experiment})
+        )
+        return experiments, runs_by_name(reader, experiments, by_exp)
+
+    def read_ids() -> dict[str, RunRef]:
+        return reader.runs_by_id(ids) if ids else {}
+
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            runs_part = pool.submit(read_runs)
+            ids_part = pool.submit(read_ids)
+            models = reader.search_models(names)
+            experiments, runs = runs_part.result()
+            by_id = ids_part.result()
+    else:
+        models = reader.search_models(names)
+        experiments, runs = read_runs()
+        by_id = read_ids()
+    return ObservedState(models=models, experiments=experiments, runs=runs, runs_by_id=by_id)
 
 
 @dataclass
@@ -168,6 +177,34 @@ def validate(settings: Settings, models: Sequence[str] = ()) -> ValidateReport:
     )
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a plan is made from on the local side: manifests, policies, run directories.
+
+    Loaded once per command: apply plans, plans again under the lease and verifies with
+    the same inputs (the ones the user confirmed), so 1,000 manifests are parsed once.
+    """
+
+    desired: DesiredState
+    complete: bool
+    policies: PolicySet
+    items: list[SyncItem]
+
+
+def load_inputs(
+    settings: Settings, models: Sequence[str] = (), *, base: str | None = None
+) -> Inputs:
+    """Manifests (scoped to `models`, or to what changed since git `base`), policies and
+    the run directories the manifests reference. Offline."""
+    desired, complete = load_desired(settings, models)
+    if base is not None:
+        touched = set(base_scope(settings, base))
+        desired = DesiredState(tuple(m for m in desired.models if m.name in touched))
+        complete = False
+    policies = load_policies(settings.repo)
+    return Inputs(desired, complete, policies, collect(desired, settings.repo))
+
+
 @dataclass
 class Planned:
     """A plan with what it was made from, for apply to continue with."""
@@ -188,18 +225,17 @@ def make_plan(
     prune: bool = False,
     base: str | None = None,
     allow_mass_delete: bool = False,
+    inputs: Inputs | None = None,
 ) -> Planned:
-    """Load, observe and diff. Raises InputError/PlanError with manifest lines.
+    """Load (unless `inputs` are given), observe and diff. Raises InputError/PlanError with
+    manifest lines.
 
     With `base` (a git ref), only the models whose manifests differ from `base` are
     planned (with their live drift): the scope of a pull request.
     """
-    desired, complete = load_desired(settings, models)
-    if base is not None:
-        touched = set(base_scope(settings, base))
-        desired = DesiredState(tuple(m for m in desired.models if m.name in touched))
-        complete = False
-    policies = load_policies(settings.repo)
+    if inputs is None:
+        inputs = load_inputs(settings, models, base=base)
+    desired, complete = inputs.desired, inputs.complete
     if prune and complete and not desired.models:
         raise InputError(
             [
@@ -210,9 +246,8 @@ def make_plan(
                 )
             ]
         )
-    items = collect(desired, settings.repo)
-    observed = observe(desired, registry, complete=complete)
-    pending = pending_runs(items, observed.runs)
+    observed = observe(desired, registry, complete=complete, workers=default_concurrency(settings))
+    pending = pending_runs(inputs.items, observed.runs)
     target = registry_target(settings)
     plan = diff(
         desired,
@@ -223,7 +258,7 @@ def make_plan(
         complete=complete,
         max_delete_share=None if allow_mass_delete else MAX_DELETE_SHARE,
     )
-    return Planned(plan, desired, observed, items, complete, policies)
+    return Planned(plan, desired, observed, inputs.items, complete, inputs.policies)
 
 
 def _touched(plan: Plan) -> set[tuple[str, int]]:
@@ -453,8 +488,9 @@ def apply(
     touches, the user declines, or a saved plan no longer matches the registry. Under the
     lease the plan is made again and must equal the one shown.
     """
+    inputs = load_inputs(settings, models)
     planned = make_plan(
-        settings, registry, models, prune=prune, allow_mass_delete=allow_mass_delete
+        settings, registry, prune=prune, allow_mass_delete=allow_mass_delete, inputs=inputs
     )
     plan = _saved_or(planned.plan, plan_file)
     if plan.empty:
@@ -472,7 +508,7 @@ def apply(
     lease = _take_lease(settings, registry, lock_timeout)
     try:
         again = make_plan(
-            settings, registry, models, prune=prune, allow_mass_delete=allow_mass_delete
+            settings, registry, prune=prune, allow_mass_delete=allow_mass_delete, inputs=inputs
         )
         if again.plan.empty:  # another writer did it meanwhile: nothing left to do
             return ApplyOutcome(again.plan, verdict, None, None, None)
@@ -502,7 +538,7 @@ def apply(
     finally:
         lease.release()
     after = make_plan(
-        settings, registry, models, prune=prune, allow_mass_delete=allow_mass_delete
+        settings, registry, prune=prune, allow_mass_delete=allow_mass_delete, inputs=inputs
     ).plan
     return ApplyOutcome(plan, verdict, report, sync_report, after)
 

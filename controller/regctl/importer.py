@@ -61,7 +61,7 @@ from regctl.model import (
     RunRef,
 )
 from regctl.plan import SetModelTag
-from regctl.ports import RegistryReader
+from regctl.ports import RegistryReader, runs_by_name
 from regctl.yamledit import Editor, Layout, render_item, render_pair
 
 if TYPE_CHECKING:
@@ -258,15 +258,7 @@ def _read(
             names = {v.run for v in ex.model.versions if v.run}
             wanted.setdefault(ex.model.experiment, set()).update(names)
     experiments = reader.experiments(sorted(wanted)) if wanted else {}
-    runs: dict[tuple[str, str], tuple[RunRef, ...]] = {}
-    for experiment, names in sorted(wanted.items()):
-        if experiment not in experiments or not names:
-            continue
-        found: dict[str, list[RunRef]] = {}
-        for ref in reader.runs_in(experiments[experiment], names):
-            found.setdefault(ref.name, []).append(ref)
-        for name, refs in found.items():
-            runs[(experiment, name)] = tuple(sorted(refs, key=lambda r: r.run_id))
+    runs = runs_by_name(reader, experiments, wanted)
     return _Lookups(origins, runs, experiments)
 
 

@@ -17,6 +17,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +42,7 @@ MODEL_PAGE = 1000
 VERSION_PAGE = 200_000
 RUN_PAGE = 50_000
 EXPERIMENT_PAGE = 50_000
+EXPERIMENTS_PER_SEARCH = 100
 NAMES_PER_FILTER = 50
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
@@ -82,6 +84,8 @@ class MlflowRegistry:
             os.environ.setdefault(key, value)
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
+        self.remote = self.registry_uri.startswith(("http://", "https://"))
+        """Requests go over HTTP: independent reads may be sent concurrently."""
         self._shown = public_uri(tracking_uri)
         self._artifact_root = artifact_root
         self._run_cache: dict[str, RunData] = {}
@@ -153,25 +157,41 @@ class MlflowRegistry:
         ]
 
     def search_models(self, names: Collection[str] | None) -> dict[str, ObservedModel]:
-        raw_models: dict[str, Any] = {}
-        raw_versions: dict[str, list[Any]] = {}
         filters = self._name_filters(names)
-        for flt in filters:
-            for rm in self._pages(
-                "search registered models",
-                lambda tok, f=flt: self._registry.search_registered_models(  # type: ignore[misc]
-                    filter_string=f, max_results=MODEL_PAGE, page_token=tok
-                ),
-            ):
-                raw_models[rm.name] = rm
-        for flt in filters:
-            for mv in self._pages(
-                "search model versions",
-                lambda tok, f=flt: self._registry.search_model_versions(  # type: ignore[misc]
-                    filter_string=f, max_results=VERSION_PAGE, page_token=tok
-                ),
-            ):
-                raw_versions.setdefault(mv.name, []).append(mv)
+
+        def read_models() -> dict[str, Any]:
+            raw: dict[str, Any] = {}
+            for flt in filters:
+                for rm in self._pages(
+                    "search registered models",
+                    lambda tok, f=flt: self._registry.search_registered_models(  # type: ignore[misc]
+                        filter_string=f, max_results=MODEL_PAGE, page_token=tok
+                    ),
+                ):
+                    raw[rm.name] = rm
+            return raw
+
+        def read_versions() -> dict[str, list[Any]]:
+            raw: dict[str, list[Any]] = {}
+            for flt in filters:
+                for mv in self._pages(
+                    "search model versions",
+                    lambda tok, f=flt: self._registry.search_model_versions(  # type: ignore[misc]
+                        filter_string=f, max_results=VERSION_PAGE, page_token=tok
+                    ),
+                ):
+                    raw.setdefault(mv.name, []).append(mv)
+            return raw
+
+        # Models and versions are independent searches: against a server they are sent
+        # together (the slower one sets the time, not their sum).
+        if self.remote:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(read_versions)
+                raw_models = read_models()
+                raw_versions = pending.result()
+        else:
+            raw_models, raw_versions = read_models(), read_versions()
         wanted = None if names is None else set(names)
         out: dict[str, ObservedModel] = {}
         for name, rm in raw_models.items():
@@ -217,22 +237,24 @@ class MlflowRegistry:
                 out[exp.name] = str(exp.experiment_id)
         return out
 
-    def runs_in(self, experiment_id: str, names: Collection[str]) -> list[RunRef]:
+    def runs_in(self, experiment_ids: Collection[str], names: Collection[str]) -> list[RunRef]:
         from mlflow.entities import ViewType
 
         wanted = set(names)
         out = []
-        for run in self._pages(
-            "search runs",
-            lambda tok: self._tracking.search_runs(
-                [experiment_id], None, ViewType.ACTIVE_ONLY, RUN_PAGE, None, tok
-            ),
-        ):
-            if run.info.run_name in wanted:
-                data = _run_data(run)
-                self._run_cache[data.ref.run_id] = data
-                out.append(data.ref)
-        return sorted(out, key=lambda r: (r.name, r.run_id))
+        # one paginated search over up to EXPERIMENTS_PER_SEARCH experiments, not one each
+        for exp_ids in chunks(sorted(set(experiment_ids)), EXPERIMENTS_PER_SEARCH):
+            for run in self._pages(
+                "search runs",
+                lambda tok, e=exp_ids: self._tracking.search_runs(  # type: ignore[misc]
+                    list(e), None, ViewType.ACTIVE_ONLY, RUN_PAGE, None, tok
+                ),
+            ):
+                if run.info.run_name in wanted:
+                    data = _run_data(run)
+                    self._run_cache[data.ref.run_id] = data
+                    out.append(data.ref)
+        return sorted(out, key=lambda r: (r.experiment_id, r.name, r.run_id))
 
     def runs_by_id(self, run_ids: Collection[str]) -> dict[str, RunRef]:
         return {rid: d.ref for rid, d in self.run_data(run_ids).items()}

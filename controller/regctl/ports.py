@@ -45,8 +45,9 @@ class RegistryReader(Protocol):
         """Experiment name -> id, for the named experiments that exist."""
         ...
 
-    def runs_in(self, experiment_id: str, names: Collection[str]) -> list[RunRef]:
-        """Active runs of the experiment whose names are in `names`."""
+    def runs_in(self, experiment_ids: Collection[str], names: Collection[str]) -> list[RunRef]:
+        """Active runs of these experiments whose names are in `names` (callers keep the
+        names each experiment should hold; one search covers many experiments)."""
         ...
 
     def runs_by_id(self, run_ids: Collection[str]) -> dict[str, RunRef]:
@@ -122,3 +123,22 @@ class Registry(RegistryReader, RegistryWriter, TrackingWriter, Protocol):
 def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     """Split a sequence into slices of at most `size` items."""
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def runs_by_name(
+    reader: RegistryReader,
+    experiments: Mapping[str, str],
+    wanted: Mapping[str, Collection[str]],
+) -> dict[tuple[str, str], tuple[RunRef, ...]]:
+    """(experiment name, run name) -> the active runs of that name, for every experiment in
+    `wanted` that exists; one run search covers all of them."""
+    ids = {experiments[e]: e for e in wanted if e in experiments}
+    names: set[str] = set()
+    for exp in ids.values():
+        names.update(wanted[exp])
+    found: dict[tuple[str, str], list[RunRef]] = {}
+    for ref in reader.runs_in(sorted(ids), names) if ids else []:
+        owner = ids.get(ref.experiment_id)
+        if owner is not None and ref.name in wanted[owner]:
+            found.setdefault((owner, ref.name), []).append(ref)
+    return {key: tuple(sorted(refs, key=lambda r: r.run_id)) for key, refs in found.items()}

@@ -22,7 +22,7 @@ from typing import Protocol
 from regctl.diff import PendingRun
 from regctl.errors import InputError, Location, Problem, RegctlError
 from regctl.model import DesiredState, RunRef
-from regctl.ports import RegistryReader, RunData, TrackingWriter
+from regctl.ports import RegistryReader, RunData, TrackingWriter, runs_by_name
 from regctl.runs import PATH_PARAMS, RunFile, RunRecord, read_run_dir
 
 
@@ -151,26 +151,22 @@ def sync(
     exp_ids = store.experiments(exp_names)
     existing: dict[tuple[str, str], RunRef] = {}
     problems: list[Problem] = []
-    for exp in exp_names:
-        if exp not in exp_ids:
-            continue
-        names = [i.record.run_name for i in items if i.experiment == exp]
-        found: dict[str, list[RunRef]] = {}
-        for hit in store.runs_in(exp_ids[exp], names):
-            found.setdefault(hit.name, []).append(hit)
-        for name, refs in found.items():
-            if len(refs) > 1:
-                item = next(i for i in items if i.key == (exp, name))
-                problems.append(
-                    Problem(
-                        item.location,
-                        "run_dir",
-                        f"experiment {exp!r} holds {len(refs)} runs named "
-                        f"{name!r}; sync cannot tell which is this directory",
-                    )
+    wanted: dict[str, list[str]] = {}
+    for i in items:
+        wanted.setdefault(i.experiment, []).append(i.record.run_name)
+    for (exp, name), refs in sorted(runs_by_name(store, exp_ids, wanted).items()):
+        if len(refs) > 1:
+            item = next(i for i in items if i.key == (exp, name))
+            problems.append(
+                Problem(
+                    item.location,
+                    "run_dir",
+                    f"experiment {exp!r} holds {len(refs)} runs named "
+                    f"{name!r}; sync cannot tell which is this directory",
                 )
-            else:
-                existing[(exp, name)] = refs[0]
+            )
+        else:
+            existing[(exp, name)] = refs[0]
     data = store.run_data([r.run_id for r in existing.values()])
     for item in items:
         prior = existing.get(item.key)
