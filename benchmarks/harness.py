@@ -124,16 +124,26 @@ def start_server(root: Path, backend_uri: str, *, default_workers: bool = False)
 
 
 def warm_up(url: str, requests: int = 64, threads: int = 8) -> None:
-    """Send bursts of cheap reads and small artifact uploads, so that every worker
-    process has served both kinds (a worker's first requests of a kind are slow: about
-    8 s more for a first sync against a cold 4-worker server) before anything is
-    measured."""
+    """Send bursts of cheap reads (each search regctl and the baselines use) and small
+    artifact uploads, so that every worker process has served every kind before anything
+    is measured: a long-running server is warm, and a worker's first requests of a kind
+    are slow (about 8 s more for a first sync against a cold 4-worker server)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def get(_: int) -> None:
+    api = url + "/api/2.0/mlflow"
+    reads: list[tuple[str, bytes | None]] = [
+        ("/registered-models/search?max_results=1", None),
+        ("/model-versions/search?max_results=1", None),
+        ("/experiments/search", b'{"max_results": 1}'),
+        ("/runs/search", b'{"experiment_ids": ["0"], "max_results": 1}'),
+    ]
+
+    def get(i: int) -> None:
+        path, body = reads[i % len(reads)]
         with contextlib.suppress(OSError):
-            target = url + "/api/2.0/mlflow/registered-models/search?max_results=1"
-            with urllib.request.urlopen(target, timeout=60) as resp:
+            req = urllib.request.Request(api + path, data=body, method="POST" if body else "GET")
+            req.add_header("Content-Type", "application/json")
+            with urllib.request.urlopen(req, timeout=60) as resp:
                 resp.read()
 
     def put(i: int) -> None:
