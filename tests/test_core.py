@@ -449,3 +449,22 @@ def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     assert resolve_tracking(Settings(repo))[0] == "http://127.0.0.1:1"
     assert resolve_tracking(Settings(repo, "http://127.0.0.1:2"))[0] == "http://127.0.0.1:2"
+
+
+def test_a_manifest_error_is_reported_even_when_the_server_is_unreachable(
+    tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    """diff starts the models search before parsing the manifests (prefetch); a manifest
+    error still wins, at once, over the transport error of that search."""
+    (tmp_path / "manifests").mkdir()
+    write_manifest(
+        tmp_path,
+        "broken",
+        "apiVersion: regctl/v1\nkind: RegisteredModel\nname: broken\nversions: 3\n",
+    )
+    code, out, err = run_cli(
+        "--tracking-uri", "http://127.0.0.1:9", "--repo", str(tmp_path), "diff"
+    )
+    assert code == 1
+    assert "manifests/broken.yaml:4" in err
+    assert "cannot reach" not in err

@@ -12,11 +12,12 @@ import datetime as dt
 import json
 import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from regctl import gitinfo
 from regctl.apply import ApplyContext, ApplyReport, apply_plan
@@ -25,7 +26,14 @@ from regctl.errors import Aborted, InputError, Location, PolicyDenied, Problem, 
 from regctl.history import promotions, render_log
 from regctl.lease import Holder, Lease, acquire, break_lease
 from regctl.manifest import load_manifest_texts, load_manifests, scope
-from regctl.model import DesiredModel, DesiredState, DesiredVersion, ObservedState, RunRef
+from regctl.model import (
+    DesiredModel,
+    DesiredState,
+    DesiredVersion,
+    ObservedModel,
+    ObservedState,
+    RunRef,
+)
 from regctl.plan import Change, CreateVersion, Plan, SetAlias, SetVersionDescription, plan_from_json
 from regctl.policy import (
     Comparison,
@@ -42,6 +50,8 @@ from regctl.sync import SyncItem, SyncReport, collect, pending_runs, sync
 
 if TYPE_CHECKING:
     from regctl.sync import Progress
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +115,49 @@ def load_desired(settings: Settings, models: Sequence[str] = ()) -> tuple[Desire
     return scope(full, models), not models
 
 
+class Early(Generic[T]):
+    """A read started on a daemon thread before the manifests are parsed, so the server
+    works while regctl parses. A manifest error is reported at once: nothing waits for
+    the read, and it only reads."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._done = threading.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, args=(fn,), daemon=True, name="regctl-early").start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> T:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._value)
+
+
+def prefetch(
+    settings: Settings, reader: RegistryReader, models: Sequence[str], base: str | None = None
+) -> Early[dict[str, ObservedModel]] | None:
+    """Start the models search of a complete-scope plan against a server (the one read
+    that does not depend on the manifests); None when scoped or local."""
+    if models or base is not None or default_concurrency(settings) <= 1:
+        return None
+    return Early(lambda: reader.search_models(None))
+
+
 def observe(
-    desired: DesiredState, reader: RegistryReader, *, complete: bool, workers: int = 1
+    desired: DesiredState,
+    reader: RegistryReader,
+    *,
+    complete: bool,
+    workers: int = 1,
+    prefetched: Early[dict[str, ObservedModel]] | None = None,
 ) -> ObservedState:
     """Read what the plan needs, with as few requests as MLflow allows.
 
@@ -114,6 +165,8 @@ def observe(
     managed models that no manifest names are seen too), experiments in one search, and
     run names resolved with one run search per experiment. With `workers` > 1 (a server)
     the independent reads are sent together: the time is the slowest one's, not the sum.
+    `prefetched` is a models search of the complete scope started before the manifests
+    were parsed (see `prefetch`).
     """
     names = None if complete else desired.names()
     by_exp: dict[str, set[str]] = {}
@@ -132,15 +185,20 @@ def observe(
     def read_ids() -> dict[str, RunRef]:
         return reader.runs_by_id(ids) if ids else {}
 
+    def read_models() -> dict[str, ObservedModel]:
+        if prefetched is not None and complete:
+            return prefetched.result()
+        return reader.search_models(names)
+
     if workers > 1:
         with ThreadPoolExecutor(max_workers=2) as pool:
             runs_part = pool.submit(read_runs)
             ids_part = pool.submit(read_ids)
-            models = reader.search_models(names)
+            models = read_models()
             experiments, runs = runs_part.result()
             by_id = ids_part.result()
     else:
-        models = reader.search_models(names)
+        models = read_models()
         experiments, runs = read_runs()
         by_id = read_ids()
     return ObservedState(models=models, experiments=experiments, runs=runs, runs_by_id=by_id)
@@ -226,6 +284,7 @@ def make_plan(
     base: str | None = None,
     allow_mass_delete: bool = False,
     inputs: Inputs | None = None,
+    prefetched: Early[dict[str, ObservedModel]] | None = None,
 ) -> Planned:
     """Load (unless `inputs` are given), observe and diff. Raises InputError/PlanError with
     manifest lines.
@@ -234,6 +293,7 @@ def make_plan(
     planned (with their live drift): the scope of a pull request.
     """
     if inputs is None:
+        prefetched = prefetch(settings, registry, models, base)
         inputs = load_inputs(settings, models, base=base)
     desired, complete = inputs.desired, inputs.complete
     if prune and complete and not desired.models:
@@ -246,7 +306,13 @@ def make_plan(
                 )
             ]
         )
-    observed = observe(desired, registry, complete=complete, workers=default_concurrency(settings))
+    observed = observe(
+        desired,
+        registry,
+        complete=complete,
+        workers=default_concurrency(settings),
+        prefetched=prefetched,
+    )
     pending = pending_runs(inputs.items, observed.runs)
     target = registry_target(settings)
     plan = diff(
@@ -439,8 +505,10 @@ def run_sync(
     dry_run: bool = False,
     progress: Progress | None = None,
     lock_timeout: float = 0.0,
+    concurrency: int | None = None,
 ) -> SyncReport:
-    """Log the referenced run directories (under the lease unless dry-run)."""
+    """Log the referenced run directories (under the lease unless dry-run); `concurrency`
+    uploads in flight (default: `default_concurrency`)."""
     desired, _ = load_desired(settings, models)
     items = collect(desired, settings.repo)
     looked = sync(items, registry, dry_run=True)  # checks everything, writes nothing
@@ -448,7 +516,8 @@ def run_sync(
         return looked
     lease = _take_lease(settings, registry, lock_timeout)
     try:
-        return sync(items, registry, progress=progress, workers=default_concurrency(settings))
+        workers = concurrency if concurrency is not None else default_concurrency(settings)
+        return sync(items, registry, progress=progress, workers=workers)
     finally:
         lease.release()
 
@@ -488,9 +557,15 @@ def apply(
     touches, the user declines, or a saved plan no longer matches the registry. Under the
     lease the plan is made again and must equal the one shown.
     """
+    early = prefetch(settings, registry, models)
     inputs = load_inputs(settings, models)
     planned = make_plan(
-        settings, registry, prune=prune, allow_mass_delete=allow_mass_delete, inputs=inputs
+        settings,
+        registry,
+        prune=prune,
+        allow_mass_delete=allow_mass_delete,
+        inputs=inputs,
+        prefetched=early,
     )
     plan = _saved_or(planned.plan, plan_file)
     if plan.empty:
@@ -520,10 +595,9 @@ def apply(
         lease.refresh()
         sync_report = None
         run_ids: dict[tuple[str, str], str] = {}
+        workers = concurrency if concurrency is not None else default_concurrency(settings)
         if again.items and not no_sync:
-            sync_report = sync(
-                again.items, registry, progress=sync_progress, workers=default_concurrency(settings)
-            )
+            sync_report = sync(again.items, registry, progress=sync_progress, workers=workers)
             run_ids.update(sync_report.run_ids)
         tag, _, _ = provenance(settings)
         ctx = ApplyContext(writer=registry, reader=registry, run_ids=run_ids, provenance=tag)
@@ -533,7 +607,6 @@ def apply(
             if progress is not None:
                 progress(done, total, change)
 
-        workers = concurrency if concurrency is not None else default_concurrency(settings)
         report = apply_plan(plan, ctx, progress=step, should_stop=should_stop, concurrency=workers)
     finally:
         lease.release()

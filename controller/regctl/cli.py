@@ -145,6 +145,12 @@ def _progress_printer(enabled: bool) -> Progress | None:
 @click.argument("models", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Say what would be logged; write nothing.")
 @click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Uploads in flight at once (default: 8 against a server, 1 for sqlite:///).",
+)
+@click.option(
     "--lock-timeout",
     type=float,
     default=LOCK_TIMEOUT,
@@ -152,7 +158,13 @@ def _progress_printer(enabled: bool) -> Progress | None:
     help="Seconds to wait for another writer's lease.",
 )
 @click.pass_obj
-def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool, lock_timeout: float) -> int:
+def sync_cmd(
+    opts: Opts,
+    models: tuple[str, ...],
+    dry_run: bool,
+    concurrency: int | None,
+    lock_timeout: float,
+) -> int:
     """Log the run directories that manifests reference as MLflow runs."""
     from regctl import app
 
@@ -165,6 +177,7 @@ def sync_cmd(opts: Opts, models: tuple[str, ...], dry_run: bool, lock_timeout: f
             dry_run=dry_run,
             progress=_progress_printer(_is_tty(sys.stderr)),
             lock_timeout=lock_timeout,
+            concurrency=concurrency,
         )
     finally:
         registry.close()
@@ -279,7 +292,7 @@ def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
     "--concurrency",
     type=click.IntRange(1, 64),
     default=None,
-    help="Writes in flight at once (default: 8 against a server, 1 for sqlite:///).",
+    help="Writes and uploads in flight at once (default: 8 against a server, 1 for sqlite:///).",
 )
 @click.pass_obj
 def apply_cmd(
