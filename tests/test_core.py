@@ -454,8 +454,8 @@ def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_a_manifest_error_is_reported_even_when_the_server_is_unreachable(
     tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
 ) -> None:
-    """diff starts the models search before parsing the manifests (prefetch); a manifest
-    error still wins, at once, over the transport error of that search."""
+    """SPEC: nothing reaches the server before every file has validated, so a manifest
+    error is what the user sees, not the transport error of a request."""
     (tmp_path / "manifests").mkdir()
     write_manifest(
         tmp_path,

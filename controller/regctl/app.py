@@ -12,12 +12,11 @@ import datetime as dt
 import json
 import os
 import socket
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar, cast
+from typing import TYPE_CHECKING
 
 from regctl import gitinfo
 from regctl.apply import ApplyContext, ApplyReport, apply_plan
@@ -50,8 +49,6 @@ from regctl.sync import SyncItem, SyncReport, collect, pending_runs, sync
 
 if TYPE_CHECKING:
     from regctl.sync import Progress
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,49 +112,12 @@ def load_desired(settings: Settings, models: Sequence[str] = ()) -> tuple[Desire
     return scope(full, models), not models
 
 
-class Early(Generic[T]):
-    """A read started on a daemon thread before the manifests are parsed, so the server
-    works while regctl parses. A manifest error is reported at once: nothing waits for
-    the read, and it only reads."""
-
-    def __init__(self, fn: Callable[[], T]) -> None:
-        self._done = threading.Event()
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        threading.Thread(target=self._run, args=(fn,), daemon=True, name="regctl-early").start()
-
-    def _run(self, fn: Callable[[], T]) -> None:
-        try:
-            self._value = fn()
-        except BaseException as exc:  # handed to the caller of result()
-            self._error = exc
-        finally:
-            self._done.set()
-
-    def result(self) -> T:
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return cast(T, self._value)
-
-
-def prefetch(
-    settings: Settings, reader: RegistryReader, models: Sequence[str], base: str | None = None
-) -> Early[dict[str, ObservedModel]] | None:
-    """Start the models search of a complete-scope plan against a server (the one read
-    that does not depend on the manifests); None when scoped or local."""
-    if models or base is not None or default_concurrency(settings) <= 1:
-        return None
-    return Early(lambda: reader.search_models(None))
-
-
 def observe(
     desired: DesiredState,
     reader: RegistryReader,
     *,
     complete: bool,
     workers: int = 1,
-    prefetched: Early[dict[str, ObservedModel]] | None = None,
 ) -> ObservedState:
     """Read what the plan needs, with as few requests as MLflow allows.
 
@@ -165,8 +125,6 @@ def observe(
     managed models that no manifest names are seen too), experiments in one search, and
     run names resolved with one run search per experiment. With `workers` > 1 (a server)
     the independent reads are sent together: the time is the slowest one's, not the sum.
-    `prefetched` is a models search of the complete scope started before the manifests
-    were parsed (see `prefetch`).
     """
     names = None if complete else desired.names()
     by_exp: dict[str, set[str]] = {}
@@ -186,8 +144,6 @@ def observe(
         return reader.runs_by_id(ids) if ids else {}
 
     def read_models() -> dict[str, ObservedModel]:
-        if prefetched is not None and complete:
-            return prefetched.result()
         return reader.search_models(names)
 
     if workers > 1:
@@ -284,7 +240,6 @@ def make_plan(
     base: str | None = None,
     allow_mass_delete: bool = False,
     inputs: Inputs | None = None,
-    prefetched: Early[dict[str, ObservedModel]] | None = None,
 ) -> Planned:
     """Load (unless `inputs` are given), observe and diff. Raises InputError/PlanError with
     manifest lines.
@@ -293,7 +248,6 @@ def make_plan(
     planned (with their live drift): the scope of a pull request.
     """
     if inputs is None:
-        prefetched = prefetch(settings, registry, models, base)
         inputs = load_inputs(settings, models, base=base)
     desired, complete = inputs.desired, inputs.complete
     if prune and complete and not desired.models:
@@ -311,7 +265,6 @@ def make_plan(
         registry,
         complete=complete,
         workers=default_concurrency(settings),
-        prefetched=prefetched,
     )
     pending = pending_runs(inputs.items, observed.runs)
     target = registry_target(settings)
@@ -557,7 +510,6 @@ def apply(
     touches, the user declines, or a saved plan no longer matches the registry. Under the
     lease the plan is made again and must equal the one shown.
     """
-    early = prefetch(settings, registry, models)
     inputs = load_inputs(settings, models)
     planned = make_plan(
         settings,
@@ -565,7 +517,6 @@ def apply(
         prune=prune,
         allow_mass_delete=allow_mass_delete,
         inputs=inputs,
-        prefetched=early,
     )
     plan = _saved_or(planned.plan, plan_file)
     if plan.empty:
