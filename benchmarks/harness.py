@@ -9,6 +9,7 @@ is noisy, so only figures taken side by side in one run are compared.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -16,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -187,12 +187,15 @@ def run(
         proc = subprocess.Popen(
             list(argv), env=dict(env or base_env()), cwd=cwd, stdout=out, stderr=err
         )
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
+        deadline = t0 + timeout
+        while True:  # poll (1 ms): a blocking wait4 once hung here with no child left
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                deadline = math.inf
+            time.sleep(0.001)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
