@@ -10,6 +10,7 @@ scrubbed from every message.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import logging
 import os
@@ -159,8 +160,10 @@ class MlflowRegistry:
     def search_models(self, names: Collection[str] | None) -> dict[str, ObservedModel]:
         filters = self._name_filters(names)
 
-        def read_models() -> dict[str, Any]:
-            raw: dict[str, Any] = {}
+        # each page is turned into regctl's small values as it arrives, so MLflow's
+        # entities of a page are freed before the next one (peak memory at 10,000 models)
+        def read_models() -> dict[str, ObservedModel]:
+            raw: dict[str, ObservedModel] = {}
             for flt in filters:
                 for rm in self._pages(
                     "search registered models",
@@ -168,11 +171,17 @@ class MlflowRegistry:
                         filter_string=f, max_results=MODEL_PAGE, page_token=tok
                     ),
                 ):
-                    raw[rm.name] = rm
+                    raw[rm.name] = ObservedModel(
+                        name=rm.name,
+                        description=rm.description or "",
+                        tags=frozen_map({k: str(v) for k, v in (rm.tags or {}).items()}),
+                        aliases={str(a): int(v) for a, v in sorted((rm.aliases or {}).items())},
+                        versions={},
+                    )
             return raw
 
-        def read_versions() -> dict[str, list[Any]]:
-            raw: dict[str, list[Any]] = {}
+        def read_versions() -> dict[str, list[ObservedVersion]]:
+            raw: dict[str, list[ObservedVersion]] = {}
             for flt in filters:
                 for mv in self._pages(
                     "search model versions",
@@ -180,7 +189,7 @@ class MlflowRegistry:
                         filter_string=f, max_results=VERSION_PAGE, page_token=tok
                     ),
                 ):
-                    raw.setdefault(mv.name, []).append(mv)
+                    raw.setdefault(mv.name, []).append(_version(mv))
             return raw
 
         # Models and versions are independent searches: against a server they are sent
@@ -194,20 +203,11 @@ class MlflowRegistry:
             raw_models, raw_versions = read_models(), read_versions()
         wanted = None if names is None else set(names)
         out: dict[str, ObservedModel] = {}
-        for name, rm in raw_models.items():
+        for name, om in raw_models.items():
             if wanted is not None and name not in wanted:
                 continue
-            versions = {}
-            for mv in raw_versions.get(name, []):
-                ov = _version(mv)
-                versions[ov.version] = ov
-            out[name] = ObservedModel(
-                name=name,
-                description=rm.description or "",
-                tags=frozen_map({k: str(v) for k, v in (rm.tags or {}).items()}),
-                aliases={str(a): int(v) for a, v in sorted((rm.aliases or {}).items())},
-                versions=dict(sorted(versions.items())),
-            )
+            versions = {ov.version: ov for ov in raw_versions.get(name, [])}
+            out[name] = dataclasses.replace(om, versions=dict(sorted(versions.items())))
         return dict(sorted(out.items()))
 
     def versions_of_run(self, model: str, run_id: str) -> list[ObservedVersion]:
