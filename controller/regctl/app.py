@@ -29,7 +29,6 @@ from regctl.model import (
     DesiredModel,
     DesiredState,
     DesiredVersion,
-    ObservedModel,
     ObservedState,
     RunRef,
 )
@@ -143,18 +142,15 @@ def observe(
     def read_ids() -> dict[str, RunRef]:
         return reader.runs_by_id(ids) if ids else {}
 
-    def read_models() -> dict[str, ObservedModel]:
-        return reader.search_models(names)
-
     if workers > 1:
         with ThreadPoolExecutor(max_workers=2) as pool:
             runs_part = pool.submit(read_runs)
             ids_part = pool.submit(read_ids)
-            models = read_models()
+            models = reader.search_models(names)
             experiments, runs = runs_part.result()
             by_id = ids_part.result()
     else:
-        models = read_models()
+        models = reader.search_models(names)
         experiments, runs = read_runs()
         by_id = read_ids()
     return ObservedState(models=models, experiments=experiments, runs=runs, runs_by_id=by_id)
