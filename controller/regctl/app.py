@@ -122,8 +122,9 @@ def observe(
 
     Models and versions in paginated searches (all of them when the scope is complete, so
     managed models that no manifest names are seen too), experiments in one search, and
-    run names resolved with one run search for up to 100 experiments. With `workers` > 1 (a server)
-    the independent reads are sent together: the time is the slowest one's, not the sum.
+    run names resolved with one run search for up to 100 experiments. With `workers` > 1
+    (a server) the independent reads are sent together: the time is the slowest one's,
+    not the sum.
     """
     names = None if complete else desired.names()
     by_exp: dict[str, set[str]] = {}
