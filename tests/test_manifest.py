@@ -8,8 +8,7 @@ is written while any manifest is invalid.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -563,6 +562,29 @@ def test_file_of_exactly_the_limit_is_read(repo: Path) -> None:
     assert loads(repo).names() == ("m",)
 
 
+@pytest.fixture
+def pulled(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many events each parse pulled from a YAML parser (libyaml's or ruamel's)."""
+    import yaml as pyyaml  # type: ignore[import-untyped]
+    from ruamel.yaml import YAML
+
+    counts: list[int] = []
+
+    def counting(parse: Callable[..., Iterator[object]]) -> Callable[..., Iterator[object]]:
+        def wrapped(*args: object, **kwargs: object) -> Iterator[object]:
+            counts.append(0)
+            slot = len(counts) - 1
+            for ev in parse(*args, **kwargs):
+                counts[slot] += 1
+                yield ev
+
+        return wrapped
+
+    monkeypatch.setattr(pyyaml, "parse", counting(pyyaml.parse))
+    monkeypatch.setattr(YAML, "parse", counting(YAML.parse))
+    return counts
+
+
 @pytest.mark.parametrize(
     ("body", "where", "field"),
     [
@@ -573,23 +595,26 @@ def test_file_of_exactly_the_limit_is_read(repo: Path) -> None:
             "description" + "[0]" * MAX_DEPTH,
         ),
         (
-            "name: m\ntags:\n" + "".join("  " * i + "  a:\n" for i in range(MAX_DEPTH + 8)),
+            "name: m\ntags:\n" + "".join("  " * i + "  a:\n" for i in range(MAX_DEPTH + 200)),
             f"manifests/m.yaml:{5 + MAX_DEPTH}:{2 * MAX_DEPTH + 3}",
             "tags" + ".a" * MAX_DEPTH,
         ),
     ],
     ids=["flow", "block"],
 )
-def test_deep_nesting_is_refused_fast(repo: Path, body: str, where: str, field: str) -> None:
+def test_deep_nesting_is_refused_fast(
+    repo: Path, body: str, where: str, field: str, pulled: list[int]
+) -> None:
     put(repo, "m", body)
-    start = time.perf_counter()
     found = problems(repo)
-    elapsed = time.perf_counter() - start
     assert len(found) == 1, shown(found)
     assert str(found[0].location) == where, shown(found)
     assert found[0].field == field, shown(found)
     assert "nesting" in found[0].message
-    assert elapsed < 2.0, f"took {elapsed:.2f} s"
+    # Fast, measured as work rather than seconds: no parser is driven much past the limit.
+    # (libyaml before 0.2.6 is quadratic in flow depth; reading this whole line through it
+    # took 50 minutes in CI.)
+    assert pulled and max(pulled) <= 3 * MAX_DEPTH, pulled
 
 
 def test_billion_laughs_is_refused_before_expansion(repo: Path) -> None:
@@ -598,13 +623,10 @@ def test_billion_laughs_is_refused_before_expansion(repo: Path) -> None:
         refs = ", ".join([f"*a{i - 1}"] * 9)
         lines.append(f"lol{i}: &a{i} [{refs}]")
     put(repo, "m", "name: m\n" + "\n".join(lines) + "\n")
-    start = time.perf_counter()
     found = problems(repo)
-    elapsed = time.perf_counter() - start
     assert len(found) == 1, shown(found)
     assert str(found[0]).startswith("manifests/m.yaml:4:7: lol0: "), shown(found)
     assert "anchor" in found[0].message
-    assert elapsed < 0.5, f"took {elapsed:.2f} s"
 
 
 # -- every problem of every file ----------------------------------------------------------

@@ -302,12 +302,27 @@ def _fast_events(text: str) -> list[Event] | None:
     if _YAML11_BREAKS.search(text):
         return None  # line breaks in YAML 1.1 only: libyaml would read other lines
     out: list[Event] = []
+    depth = 0
     try:
         for ev in pyyaml.parse(text, Loader=pyyaml.CSafeLoader):
+            kind = type(ev).__name__
+            if kind in _OPENS:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    # Too deep: the builder refuses it anyway, and stopping here matters.
+                    # libyaml before 0.2.6 has no nesting limit and its scanner is
+                    # quadratic in flow depth (a 1 MB line of `[` took 50 minutes).
+                    return None
+            elif kind in _CLOSES:
+                depth -= 1
             out.append(_from_libyaml(ev))
     except Exception:  # any refusal: ruamel has the last word and the message
         return None
     return out
+
+
+_OPENS = frozenset({"MappingStartEvent", "SequenceStartEvent"})
+_CLOSES = frozenset({"MappingEndEvent", "SequenceEndEvent"})
 
 
 def _from_libyaml(ev: Any) -> Event:
