@@ -163,7 +163,7 @@ def warm_up(url: str, requests: int = 64, threads: int = 8) -> None:
 
 @dataclass
 class Proc:
-    """One finished child: exit code, wall seconds, peak RSS (MB), output."""
+    """One finished child: exit code, wall seconds, peak RSS (MB), output, CPU seconds."""
 
     argv: list[str]
     rc: int
@@ -171,6 +171,7 @@ class Proc:
     rss_mb: float
     out: str
     err: str
+    cpu: float = 0.0
 
 
 def run(
@@ -207,6 +208,7 @@ def run(
             usage.ru_maxrss / 1024,
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
+            usage.ru_utime + usage.ru_stime,
         )
     if check and result.rc != 0:
         raise RuntimeError(

@@ -596,6 +596,10 @@ def _apply_rows(b: Bench, db: str) -> list[Row]:
             r >= 5,
             [
                 f"server start-up: {server.started_in:.1f} s (not counted); backend {b.backend}",
+                f"CPU of the client processes (user+sys): regctl {proc.cpu:.1f} s in "
+                f"{proc.wall:.1f} s, the loop {base.cpu:.1f} s in {base.wall:.1f} s; the "
+                "server shares the machine's cores with them",
+                apply_phases(out["calls"], proc.wall),
                 throughput(out["calls"], base_out["calls"], len(out["calls"]) / changes),
                 without_provenance(out["calls"], proc.wall, base_wall, kinds["provenance"]),
             ],
@@ -616,6 +620,20 @@ def _apply_rows(b: Bench, db: str) -> list[Row]:
             ],
         ),
     ]
+
+
+def apply_phases(mine: Calls, wall: float) -> str:
+    """Where apply's wall time goes: before the first write (start-up, plan, policy
+    reads, lease, plan again), the concurrent write phase, and after it (verify)."""
+    writes = [c for c in mine if not is_read(c) and c[7] != "MainThread"]
+    if not writes:
+        return "no concurrent writes"
+    start = min(float(c[5]) for c in writes)
+    end = max(float(c[5]) + float(c[6]) for c in writes)
+    return (
+        f"where the time goes: {start:.1f} s before the first change write, {end - start:.1f} s "
+        f"of writes, {wall - end:.1f} s after the last (verify, exit)"
+    )
 
 
 def without_provenance(mine: Calls, wall: float, loop: float, tags: int) -> str:
