@@ -38,6 +38,26 @@ def kinds(rec: Recorder) -> Counter[str]:
     return Counter(f"{m} {p.removeprefix(API)}" for m, p in rec.calls)
 
 
+def clean_diff(b: Backend, run_cli: CLI, http_log: Recorder, *names: str) -> Counter[str]:
+    """Requests of a `diff --exit-code` that finds the registry matching the manifests."""
+    http_log.clear()
+    code, out, err = run_cli(*args(b, "diff", "--exit-code", *names))
+    assert code == 0, out + err
+    assert "matches the manifests" in out
+    return kinds(http_log)
+
+
+def searches(models: int, versions: int = 1, runs: int = 1) -> dict[str, int]:
+    """The requests of a complete observe: model pages, version pages, one experiment
+    search and the run searches."""
+    return {
+        "GET /registered-models/search": models,
+        "GET /model-versions/search": versions,
+        "POST /experiments/search": 1,
+        "POST /runs/search": runs,
+    }
+
+
 def model_pages(b: Backend) -> int:
     """Pages a complete registered-model search takes on the shared server now."""
     store = b.client._get_registry_client().store
@@ -116,18 +136,8 @@ def test_diff_requests_do_not_grow_with_models(
         (repo / "manifests").mkdir(parents=True)
         b = Backend("server", server_backend.uri, repo)
         fleet(b, f"{uniq}-n{n}", n)
-        pages = model_pages(b)
-        http_log.clear()
-        code, out, err = run_cli(*args(b, "diff", "--exit-code"))
-        assert code == 0, out + err
-        assert "matches the manifests" in out
-        counts[n] = kinds(http_log)
-        assert counts[n] == {
-            "GET /registered-models/search": pages,
-            "GET /model-versions/search": 1,
-            "POST /experiments/search": 1,
-            "POST /runs/search": 1,
-        }
+        counts[n] = clean_diff(b, run_cli, http_log)
+        assert counts[n] == searches(model_pages(b))
     assert sum(counts[20].values()) == sum(counts[60].values())
 
 
@@ -139,16 +149,7 @@ def test_run_lookups_of_several_experiments_share_one_search(
     b = server_backend
     for part in ("a", "b", "c"):
         fleet(b, f"{uniq}-{part}", 4)
-    pages = model_pages(b)
-    http_log.clear()
-    code, out, err = run_cli(*args(b, "diff", "--exit-code"))
-    assert code == 0, out + err
-    assert kinds(http_log) == {
-        "GET /registered-models/search": pages,
-        "GET /model-versions/search": 1,
-        "POST /experiments/search": 1,
-        "POST /runs/search": 1,
-    }
+    assert clean_diff(b, run_cli, http_log) == searches(model_pages(b))
 
 
 def test_scoped_diff_requests_grow_by_name_filter_chunks(
@@ -162,16 +163,8 @@ def test_scoped_diff_requests_grow_by_name_filter_chunks(
     n = NAMES_PER_FILTER + 10
     fleet(b, uniq, n)
     names = [f"{uniq}-m{i:03d}" for i in range(n)]
-    http_log.clear()
-    code, out, err = run_cli(*args(b, "diff", "--exit-code", *names))
-    assert code == 0, out + err
     chunks = math.ceil(n / NAMES_PER_FILTER)
-    assert kinds(http_log) == {
-        "GET /registered-models/search": chunks,
-        "GET /model-versions/search": chunks,
-        "POST /experiments/search": 1,
-        "POST /runs/search": 1,
-    }
+    assert clean_diff(b, run_cli, http_log, *names) == searches(chunks, versions=chunks)
 
 
 def test_diff_requests_with_run_ids_are_batched(
@@ -183,16 +176,8 @@ def test_diff_requests_with_run_ids_are_batched(
     b = server_backend
     n = 20
     fleet(b, uniq, n, by_id=True)
-    pages = model_pages(b)
-    http_log.clear()
-    code, out, err = run_cli(*args(b, "diff", "--exit-code"))
-    assert code == 0, out + err
-    assert kinds(http_log) == {
-        "GET /registered-models/search": pages,
-        "GET /model-versions/search": 1,
-        "POST /experiments/search": 1,
-        "POST /runs/search": math.ceil(3 * n / 100),
-    }
+    expected = searches(model_pages(b), runs=math.ceil(3 * n / 100))
+    assert clean_diff(b, run_cli, http_log) == expected
 
 
 # -- target 4: apply -----------------------------------------------------------------------
