@@ -123,7 +123,7 @@ def test_saved_plan_applies_and_refuses_when_the_registry_changed(
     http_log.clear()
     code, _out, err = run_cli(*args(backend, "apply", "--auto-approve", str(plan)))
     assert code == 1
-    assert "changed since this plan was made" in err
+    assert "re-planning now does not give this plan's changes" in err
     assert http_log.writes() == []
 
 

@@ -301,7 +301,7 @@ def test_json_plan_is_versioned_and_deterministic(
     assert code == code2 == 0
     assert out1 == out2
     data = json.loads(out1)
-    assert data["format_version"] == 1
+    assert data["format_version"] == 2
     assert data["summary"] == {"add": 23, "change": 0, "destroy": 0}
     actions = [c["action"] for c in data["changes"]]
     # SPEC section 6 order: models, then versions, then aliases

@@ -115,7 +115,7 @@ def test_saved_plan_refused_after_hand_change_and_when_applied_twice(
     b.client.set_registered_model_alias(f"{uniq}-m", "Staging", "1")  # by hand
     http_log.clear()
     code, _, err = run_cli(*args(b, "apply", "--auto-approve", str(plan)))
-    assert code == 1 and "changed since this plan was made" in err
+    assert code == 1 and "re-planning now does not give this plan's changes" in err
     assert http_log.writes() == []
     # a fresh plan applies once; the second time it is refused and writes nothing
     assert run_cli(*args(b, "diff", "--out", str(plan)))[0] == 0

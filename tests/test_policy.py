@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
+import sys
 import textwrap
 from collections.abc import Mapping
 from dataclasses import replace
@@ -64,6 +66,7 @@ def subject(**changes: object) -> Subject:
         metrics=dict(LGBM_METRICS),
         source="run_dir",
         location="manifests/btc.yaml:9",
+        digest=DIGEST,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -75,7 +78,9 @@ def write(repo: Path, name: str, body: str) -> Path:
     return path
 
 
-def policy(tmp_path: Path, rules: str, match: str = "{}", extra: str = "") -> PolicySet:
+def policy(
+    tmp_path: Path, rules: str, match: str = "{params: {model_type: lgbm}}", extra: str = ""
+) -> PolicySet:
     """One policy `p` with the given rules (YAML, indented by 2 under `rules:`)."""
     body = (
         "apiVersion: regctl/v1\nkind: Policy\nname: p\n"
@@ -225,7 +230,27 @@ def test_metric_bound_is_inclusive_and_nan_never_passes(tmp_path: Path) -> None:
     assert only(run(ps, subject(metrics={"rmse_test": 0.01 + 0.05}))).outcome == "pass"
     r = only(run(ps, subject(metrics={"rmse_test": math.nan})))
     assert r.outcome == "deny"
-    names_everything(r, "nan", "min 0.01, max 0.06")
+    names_everything(r, "NaN", "min 0.01, max 0.06")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (-math.inf, "-Infinity"),
+        (math.inf, "+Infinity"),
+        (-sys.float_info.max, "-1.7976931348623157e+308 (MLflow's stand-in for -Infinity)"),
+        (sys.float_info.max, "1.7976931348623157e+308 (MLflow's stand-in for +Infinity)"),
+    ],
+)
+def test_infinities_fail_every_bound_and_are_named(
+    tmp_path: Path, value: float, shown: str
+) -> None:
+    """-Infinity is below any max, but it is no rmse: every bound fails, naming the value."""
+    for bound in ("{max: 0.06}", "{min: -1000000}", "{min: 0.01, max: 0.06}"):
+        ps = policy(tmp_path, "- {name: bar, metrics: {rmse_test: " + bound + "}}")
+        r = only(run(ps, subject(metrics={"rmse_test": value})))
+        assert r.outcome == "deny", bound
+        assert f"rmse_test is {shown}, not a finite number" in r.message
 
 
 def test_metric_missing_and_no_data(tmp_path: Path) -> None:
@@ -370,7 +395,9 @@ def test_allowed_aliases(tmp_path: Path) -> None:
 
 
 def test_allowed_params(tmp_path: Path) -> None:
-    ps = policy(tmp_path, "- {name: criterion, allowed_params: {primary_metric: [bic, icl]}}")
+    ps = policy(
+        tmp_path, "- {name: criterion, allowed_params: {primary_metric: [bic, icl]}}", match="{}"
+    )
     hmm = {"primary_metric": "bic"}
     assert only(run(ps, subject(params=hmm))).outcome == "pass"
     r = only(run(ps, subject(params={"primary_metric": "aic"})))
@@ -407,17 +434,34 @@ def test_match_selects_versions_and_fails_closed_without_params(tmp_path: Path) 
 
 # --------------------------------------------------------------------------- waivers
 
-WAIVER = """
+WAIVER_TEXT = """
 ---
 apiVersion: regctl/v1
 kind: Waiver
 policy: p
 rule: bar
 model: {model}
-run: {run}
+{binding}
 reason: Accepted by the risk review of 2025-10-09.
 expires: {expires}
 """
+DIGEST = "sha256:" + "ab" * 32
+
+
+class _Waiver:
+    """`WAIVER.format(model=, run=, expires=)`: a waiver bound by run name + DIGEST, or by
+    `run_id` when `run` is a run id (32 hex digits)."""
+
+    @staticmethod
+    def format(*, model: str, run: str, expires: str, digest: str = DIGEST) -> str:
+        if re.fullmatch(r"[0-9a-f]{32}", run):
+            binding = f"run_id: {run}"
+        else:
+            binding = f"run: {json.dumps(run)}\ndigest: {digest}"
+        return WAIVER_TEXT.format(model=model, binding=binding, expires=expires)
+
+
+WAIVER = _Waiver()
 BAR = "- {name: bar, metrics: {rmse_test: {max: 0.01}}}"
 
 
@@ -468,7 +512,10 @@ def test_waiver_expired_on_warn_rule_stays_a_warning(tmp_path: Path) -> None:
 
 
 def test_waiver_unknown_policy_and_rule_are_errors(tmp_path: Path) -> None:
-    policy_text = "apiVersion: regctl/v1\nkind: Policy\nname: p\nmatch: {}\nrules:\n" + f"  {BAR}\n"
+    policy_text = (
+        "apiVersion: regctl/v1\nkind: Policy\nname: p\n"
+        "match: {params: {model_type: lgbm}}\nrules:\n" + f"  {BAR}\n"
+    )
     write(tmp_path, "p.yaml", policy_text)
     write(
         tmp_path,
@@ -479,7 +526,7 @@ def test_waiver_unknown_policy_and_rule_are_errors(tmp_path: Path) -> None:
     errors = load_errors(tmp_path)
     assert errors == [
         "policies/waivers.yaml:4:9: policy: no policy named 'q' (known: p)",
-        "policies/waivers.yaml:15:7: rule: policy 'p' has no rule 'x' (bar)",
+        "policies/waivers.yaml:16:7: rule: policy 'p' has no rule 'x' (bar)",
     ]
 
 
@@ -511,7 +558,8 @@ def test_duplicate_waivers_are_errors(tmp_path: Path) -> None:
     write(
         tmp_path,
         "p.yaml",
-        f"apiVersion: regctl/v1\nkind: Policy\nname: p\nmatch: {{}}\nrules:\n  {BAR}\n",
+        "apiVersion: regctl/v1\nkind: Policy\nname: p\n"
+        f"match: {{params: {{model_type: lgbm}}}}\nrules:\n  {BAR}\n",
     )
     write(tmp_path, "w.yaml", waiver + waiver)
     errors = load_errors(tmp_path)
@@ -604,7 +652,8 @@ def test_loader_rule_errors(tmp_path: Path, rules: str, expected: str) -> None:
     write(
         tmp_path,
         "p.yaml",
-        f"apiVersion: regctl/v1\nkind: Policy\nname: p\nmatch: {{}}\nrules:\n"
+        "apiVersion: regctl/v1\nkind: Policy\nname: p\n"
+        "match: {params: {model_type: lgbm}}\nrules:\n"
         f"{textwrap.indent(rules, '  ')}\n",
     )
     assert load_errors(tmp_path) == [expected]
@@ -856,3 +905,104 @@ def test_alias_comparison_puts_primary_first() -> None:
     assert rows[3] == ("extra", None, 7.0, None)
     assert [r.metric for r in alias_comparison(cand, None, "corr_val")][:1] == ["corr_val"]
     assert all(r.incumbent is None for r in alias_comparison(cand, None, "rmse"))
+
+
+# ------------------------------------------------------------------ fail closed (issue 13)
+
+PROD_BAR = "- {name: bar, aliases: [Production], metrics: {rmse_test: {max: 0.01}}}"
+
+
+def test_protected_alias_needs_a_policy_with_a_match(tmp_path: Path) -> None:
+    """`aliases: [Production]` makes Production protected: a version that no policy with a
+    non-empty match judges may not hold it, even if only match-{} policies pass it."""
+    ps = policy(tmp_path, PROD_BAR, match="{params: {model_type: hmm}}")
+    write(
+        tmp_path,
+        "conventions.yaml",
+        "apiVersion: regctl/v1\nkind: Policy\nname: c\nmatch: {}\nrules:\n"
+        "  - {name: d, severity: warn, require_description: true}\n",
+    )
+    ps = load_policies(tmp_path)
+    report = run(ps, subject())  # an lgbm run: the hmm policy does not judge it
+    (r,) = report.denied
+    assert (r.policy, r.rule, r.outcome) == ("regctl", "protected-alias", "deny")
+    assert r.waive_with is None  # regctl's own verdicts cannot be waived
+    assert f"no policy judges {MODEL} (new version) (run 4f1c0d9a2b7e4c61a3d5e8f90b1c2d3e)" in (
+        r.message
+    )
+    assert "for Production" in r.message
+    assert run(ps, subject(aliases=("Staging",))).denied == ()  # not protected
+    (r,) = run(ps, subject(aliases=("production",))).denied
+    assert r.rule == "protected-alias"
+
+
+def test_match_ignores_case_of_schema_enumerations(tmp_path: Path) -> None:
+    """`model_type: LGBM` is LightGBM for sync, so the lgbm policy judges it (and denies)."""
+    ps = policy(tmp_path, PROD_BAR)
+    loud = {**LGBM_PARAMS, "model_type": "LGBM", "objective": "Huber"}
+    r = only(run(ps, subject(params=loud)))
+    assert (r.policy, r.rule, r.outcome) == ("p", "bar", "deny")
+
+
+def test_a_missing_match_key_is_missing_data(tmp_path: Path) -> None:
+    ps = policy(tmp_path, PROD_BAR)
+    results = run(ps, subject(params={})).results
+    assert [(r.policy, r.rule, r.outcome) for r in results] == [
+        ("regctl", "match", "deny"),
+        ("regctl", "protected-alias", "deny"),
+    ]
+    assert "cannot tell whether policy p judges this version: the run has no param " in (
+        results[0].message
+    )
+    # a key that rules the policy out wins over a missing one
+    two = policy(tmp_path, PROD_BAR, match="{params: {model_type: lgbm, primary_metric: rmse}}")
+    hmm = {"model_type": "hmm"}
+    assert [r.rule for r in run(two, subject(params=hmm)).results] == ["protected-alias"]
+
+
+def test_waiver_by_name_needs_the_runs_digest(tmp_path: Path) -> None:
+    named_only = WAIVER_TEXT.format(model=MODEL, binding=f"run: {RUN}", expires="2026-12-31")
+    ps = policy(tmp_path, BAR, extra=named_only)
+    r = only(run(ps, subject(run_id=None)))
+    assert r.outcome == "deny"
+    assert r.waiver_note is not None and "names the run by name only" in r.waiver_note
+    assert f"run: {RUN}, digest: {DIGEST}" in r.waiver_note
+    assert r.waive_with == f"run: {RUN}, digest: {DIGEST}"
+    other = "sha256:" + "cd" * 32
+    ps = policy(tmp_path, BAR, extra=WAIVER.format(model=MODEL, run=RUN, expires="2026-12-31"))
+    r = only(run(ps, subject(digest=other)))
+    assert r.outcome == "deny"
+    assert f"its digest {DIGEST} is not this run's {other}" in r.message
+    r = only(run(ps, subject(in_experiment=False)))
+    assert r.outcome == "deny" and "not in the model's experiment" in r.message
+    assert only(run(ps, subject())).outcome == "waived"
+
+
+def test_waiver_by_run_id_binds_that_run_only(tmp_path: Path) -> None:
+    rid = subject().run_id
+    assert rid is not None
+    ps = policy(tmp_path, BAR, extra=WAIVER.format(model=MODEL, run=rid, expires="2026-12-31"))
+    assert only(run(ps, subject())).outcome == "waived"
+    r = only(run(ps, subject(run_id="0" * 32)))  # same name, another run
+    assert r.outcome == "deny" and r.waiver_note is None
+    assert r.waive_with == "run_id: " + "0" * 32
+
+
+def test_waiver_binding_is_validated(tmp_path: Path) -> None:
+    for binding, message in (
+        ("", "give the run: `run_id`, or `run` (its name) with `digest`"),
+        (f"run: {RUN}\nrun_id: {'a' * 32}", "give the run"),
+        (f"run_id: {'a' * 32}\ndigest: {DIGEST}", "`digest` goes with `run`"),
+        (f"run: {RUN}\ndigest: sha256:12", "digest: String should match pattern"),
+    ):
+        policy_text = (
+            "apiVersion: regctl/v1\nkind: Policy\nname: p\nmatch: {}\nrules:\n" + f"  {BAR}\n"
+        )
+        write(tmp_path, "p.yaml", policy_text)
+        write(
+            tmp_path,
+            "w.yaml",
+            WAIVER_TEXT.format(model=MODEL, binding=binding, expires="2026-12-31"),
+        )
+        errors = load_errors(tmp_path)
+        assert any(message in e for e in errors), (binding, errors)

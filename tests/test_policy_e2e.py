@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from regctl.runs import read_run_dir
+
 from conftest import REPO, Backend, Recorder, write_manifest
 
 CLI = Callable[..., tuple[int, str, str]]
@@ -104,6 +106,7 @@ def test_deny_blocks_apply_waiver_lets_it_through_expired_waiver_blocks(
     assert http_log.writes() == []  # not even sync
     assert not any(m == "PUT" for m, _ in http_log.calls)
 
+    digest = read_run_dir(b.repo / "runs" / A).digest  # a waiver binds to this content
     waiver = textwrap.dedent(f"""\
         ---
         apiVersion: regctl/v1
@@ -112,6 +115,7 @@ def test_deny_blocks_apply_waiver_lets_it_through_expired_waiver_blocks(
         rule: production-bar
         model: {uniq}-m
         run: {A}
+        digest: {digest}
         reason: Accepted by the risk review.
         expires: 2999-12-31
         """)
@@ -145,7 +149,8 @@ def test_deny_blocks_apply_waiver_lets_it_through_expired_waiver_blocks(
         """,
     )
     with (b.repo / "policies" / "lgbm.yaml").open("a") as f:
-        f.write(waiver.replace(A, B).replace("2999-12-31", "2020-01-01"))
+        digest_b = read_run_dir(b.repo / "runs" / B).digest
+        f.write(waiver.replace(A, B).replace(digest, digest_b).replace("2999-12-31", "2020-01-01"))
     http_log.clear()
     code, _, err = run_cli(*args(b, "apply", "--auto-approve"))
     assert code == 3

@@ -213,16 +213,22 @@ def test_rule_kind_on_a_logged_run(
         assert word in message, (word, message)
 
 
-def test_a_logged_run_is_judged_on_mlflow_data_not_the_directory(
+def test_a_directory_changed_after_logging_is_refused_not_judged(
     server_backend: Backend, uniq: str, run_cli: CLI
 ) -> None:
+    """Once logged, a run is what MLflow holds; a directory edited afterwards is no longer
+    that run's directory (its content differs), so check refuses it instead of judging
+    either set of numbers."""
     b = server_backend
     _setup(b, uniq, "metrics-max-pass")
     base = ("--tracking-uri", b.uri, "--repo", str(b.repo))
     assert run_cli(*base, "sync")[0] == 0
-    # the directory changes after logging; MLflow still holds 0.05
-    (b.repo / "runs" / RUN / "metrics.json").write_text(json.dumps({"rmse_test": 0.5}))
     code, out, _ = run_cli(*base, "check", "--format", "json")
     assert code == 0
     result = next(r for r in json.loads(out)["results"] if r["rule"] == "the-rule")
     assert result["outcome"] == "pass" and "0.05" in result["observed"]
+    # the directory changes after logging; MLflow still holds 0.05
+    (b.repo / "runs" / RUN / "metrics.json").write_text(json.dumps({"rmse_test": 0.5}))
+    code, out, err = run_cli(*base, "check", "--format", "json")
+    assert code == 1
+    assert "metric 'rmse_test': run has 0.05, directory has 0.5" in err

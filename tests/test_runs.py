@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -643,7 +644,9 @@ def test_files_listed_recursively_sorted_with_sizes(tmp_path: Path) -> None:
     record = read_run_dir(make_run(tmp_path / DATASET, files=files))
     root = Path(record.run_dir)
     expected = sorted([*files, "metrics.json", "pipeline_config.json"])
-    assert record.files == tuple(RunFile(rel, (root / rel).stat().st_size) for rel in expected)
+    assert record.files == tuple(
+        RunFile(rel, (root / rel).stat().st_size, _sha256(root / rel)) for rel in expected
+    )
     assert [f.rel_path for f in record.files] == [
         ".hidden",
         "metrics.json",
@@ -653,7 +656,31 @@ def test_files_listed_recursively_sorted_with_sizes(tmp_path: Path) -> None:
         "sub/deeper/y.csv",
         "sub/x.json",
     ]
-    assert record.files[0] == RunFile(".hidden", 0)
+    assert record.files[0] == RunFile(".hidden", 0, hashlib.sha256(b"").hexdigest())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_content_digest_is_over_paths_sizes_and_sha256(tmp_path: Path) -> None:
+    """The tree digest changes with any byte, name or size, and with nothing else."""
+    run = make_run(tmp_path / DATASET, files={"model.txt": "tree", "sub/a.csv": "1"})
+    first = read_run_dir(run).digest
+    assert first.startswith("sha256:") and len(first) == 7 + 64
+    lines = "".join(
+        f"{_sha256(run / rel)} {(run / rel).stat().st_size} {rel}\n"
+        for rel in sorted(["metrics.json", "model.txt", "pipeline_config.json", "sub/a.csv"])
+    )
+    expected = hashlib.sha256(("regctl-tree-v1\n" + lines).encode()).hexdigest()
+    assert first == "sha256:" + expected
+    os.utime(run / "model.txt", (0, 0))  # times are not content
+    assert read_run_dir(run).digest == first
+    (run / "model.txt").write_text("trea")  # same size, one byte differs
+    assert read_run_dir(run).digest != first
+    (run / "model.txt").write_text("tree")
+    (run / "sub" / "a.csv").rename(run / "sub" / "b.csv")
+    assert read_run_dir(run).digest != first
 
 
 def test_spaces_and_commas_everywhere(tmp_path: Path) -> None:
@@ -662,7 +689,7 @@ def test_spaces_and_commas_everywhere(tmp_path: Path) -> None:
     record = read_run_dir(run)
     assert record.run_dir == str(run.resolve())
     assert record.params["output_dir"] == str(parent.resolve())
-    assert RunFile("a b, c/d, e.csv", 1) in record.files
+    assert RunFile("a b, c/d, e.csv", 1, hashlib.sha256(b"x").hexdigest()) in record.files
     with open_run_file(record, "a b, c/d, e.csv") as handle:
         assert handle.read() == b"x"
 

@@ -348,7 +348,7 @@ def test_changed_param_fails_and_writes_nothing(
     http_log.clear()
     code, _, err = run_cli(*args(b, "sync"))
     assert code == 1
-    assert "param 'feature_list_id': logged 'a', directory has 'b'" in err
+    assert "param 'feature_list_id': run has 'a', directory has 'b'" in err
     assert "manifests/" in err and ".yaml:6:5" in err
     assert http_log.writes() == []
     # apply refuses too, before any registry write

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
+import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,19 +22,40 @@ from typing import TYPE_CHECKING
 
 from regctl import gitinfo
 from regctl.apply import ApplyContext, ApplyReport, apply_plan
-from regctl.diff import MAX_DELETE_SHARE, diff
+from regctl.diff import MAX_DELETE_SHARE, diff, source_path
 from regctl.errors import Aborted, InputError, Location, PolicyDenied, Problem, RegctlError
 from regctl.history import promotions, render_log
 from regctl.lease import Holder, Lease, acquire, break_lease
-from regctl.manifest import load_manifest_texts, load_manifests, scope
+from regctl.manifest import (
+    display_path,
+    load_manifest_texts,
+    load_manifests,
+    manifest_files,
+    scope,
+)
 from regctl.model import (
+    LEDGER_MODEL,
+    PROVENANCE_TAG,
     DesiredModel,
     DesiredState,
     DesiredVersion,
+    ObservedModel,
     ObservedState,
     RunRef,
+    ledger_entries,
 )
-from regctl.plan import Change, CreateVersion, Plan, SetAlias, SetVersionDescription, plan_from_json
+from regctl.plan import (
+    Binding,
+    Change,
+    CreateVersion,
+    Plan,
+    PlanFileError,
+    PlanOptions,
+    SetAlias,
+    SetVersionDescription,
+    first_difference,
+    plan_from_json,
+)
 from regctl.policy import (
     Comparison,
     PolicyReport,
@@ -42,8 +65,10 @@ from regctl.policy import (
     alias_comparison,
     evaluate,
     load_policies,
+    policy_files,
 )
 from regctl.ports import Registry, RegistryReader, runs_by_name
+from regctl.proof import Proof, ProofReader, prove
 from regctl.sync import SyncItem, SyncReport, collect, pending_runs, sync
 
 if TYPE_CHECKING:
@@ -126,7 +151,7 @@ def observe(
     (a server) the independent reads are sent together: the time is the slowest one's,
     not the sum.
     """
-    names = None if complete else desired.names()
+    names = None if complete else (*desired.names(), LEDGER_MODEL)
     by_exp: dict[str, set[str]] = {}
     for m in desired.models:
         for v in m.versions:
@@ -154,7 +179,10 @@ def observe(
         models = reader.search_models(names)
         experiments, runs = read_runs()
         by_id = read_ids()
-    return ObservedState(models=models, experiments=experiments, runs=runs, runs_by_id=by_id)
+    ledger = ledger_entries(models.pop(LEDGER_MODEL, None))
+    return ObservedState(
+        models=models, experiments=experiments, runs=runs, runs_by_id=by_id, ledger=ledger
+    )
 
 
 @dataclass
@@ -200,6 +228,10 @@ class Inputs:
     complete: bool
     policies: PolicySet
     items: list[SyncItem]
+    proven: dict[str, str] = field(default_factory=dict)
+    """Run id -> digest of the runs this command proved already (see regctl.proof)."""
+    digests: Mapping[str, str] = field(default_factory=dict)
+    """`manifests` and `policies`: digests of the files they were loaded from."""
 
 
 def load_inputs(
@@ -213,7 +245,22 @@ def load_inputs(
         desired = DesiredState(tuple(m for m in desired.models if m.name in touched))
         complete = False
     policies = load_policies(settings.repo)
-    return Inputs(desired, complete, policies, collect(desired, settings.repo))
+    digests = {
+        "manifests": files_digest(manifest_files(settings.repo), settings.repo),
+        "policies": files_digest(policy_files(settings.repo), settings.repo),
+    }
+    return Inputs(desired, complete, policies, collect(desired, settings.repo), digests=digests)
+
+
+def files_digest(paths: Sequence[Path], repo: Path) -> str:
+    """`sha256:` over every file's repo-relative path and bytes, in path order: what a saved
+    plan records of the manifests and policies it was made from."""
+    h = hashlib.sha256(b"regctl-files-v1\n")
+    for shown, path in sorted((display_path(p, repo), p) for p in paths):
+        data = path.read_bytes()
+        h.update(f"{len(shown)}:{shown}{len(data)}:".encode("utf-8", "surrogateescape"))
+        h.update(data)
+    return "sha256:" + h.hexdigest()
 
 
 @dataclass
@@ -226,11 +273,12 @@ class Planned:
     items: list[SyncItem]
     complete: bool
     policies: PolicySet
+    proofs: Mapping[tuple[str, str], Proof] = field(default_factory=dict)
 
 
 def make_plan(
     settings: Settings,
-    registry: RegistryReader,
+    registry: ProofReader,
     models: Sequence[str] = (),
     *,
     prune: bool = False,
@@ -264,17 +312,49 @@ def make_plan(
         workers=default_concurrency(settings),
     )
     pending = pending_runs(inputs.items, observed.runs)
+    proofs = prove_claims(
+        inputs.items,
+        observed,
+        registry,
+        known=inputs.proven,
+        workers=default_concurrency(settings),
+    )
+    unproven = {
+        i.key: p.message(i.display)
+        for i in inputs.items
+        if (p := proofs.get(i.key)) is not None and not p.proven
+    }
     target = registry_target(settings)
     plan = diff(
         desired,
         observed,
         target=target,
         pending=pending,
+        unproven=unproven,
         prune=prune,
         complete=complete,
         max_delete_share=None if allow_mass_delete else MAX_DELETE_SHARE,
     )
-    return Planned(plan, desired, observed, inputs.items, complete, inputs.policies)
+    plan = dataclasses.replace(
+        plan,
+        inputs=dict(inputs.digests),
+        options=PlanOptions(prune=prune, scope=None if complete else desired.names()),
+    )
+    return Planned(plan, desired, observed, inputs.items, complete, inputs.policies, proofs)
+
+
+def prove_claims(
+    items: Sequence[SyncItem],
+    observed: ObservedState,
+    reader: ProofReader,
+    *,
+    known: dict[str, str] | None = None,
+    workers: int = 1,
+) -> dict[tuple[str, str], Proof]:
+    """Content proofs for the run directories whose run name is logged (exactly once)."""
+    found = {key: refs[0] for key, refs in observed.runs.items() if len(refs) == 1}
+    claims = [(i.experiment, i.record) for i in items if i.key in found]
+    return prove(claims, found, reader, observed.ledger, known=known, workers=workers)
 
 
 def _touched(plan: Plan) -> set[tuple[str, int]]:
@@ -322,14 +402,20 @@ def subjects(planned: Planned, reader: RegistryReader, *, only_touched: bool) ->
             description = current.versions[number].description
         logged = data.get(run_id) if run_id else None
         record = records.get((experiment, v.run or ""))
+        digest = record.digest if record is not None else None
         if logged is not None:
             params, metrics, source = logged.params, logged.metrics, "mlflow"
             name = logged.ref.name or v.run_ref
+            digest = digest or planned.observed.ledger.get(logged.ref.run_id)
+            home = planned.observed.experiments.get(experiment)
+            in_experiment = home is not None and logged.ref.experiment_id == home
         elif record is not None:
             params, metrics, source = record.params, record.metrics, "run_dir"
             name = record.run_name
+            in_experiment = True  # sync logs it in the model's experiment
         else:
             params, metrics, source, name = None, None, "none", v.run or v.run_id or "?"
+            in_experiment = False
         out.append(
             Subject(
                 model,
@@ -342,24 +428,169 @@ def subjects(planned: Planned, reader: RegistryReader, *, only_touched: bool) ->
                 metrics,
                 source,
                 str(v.location),
+                digest=digest,
+                in_experiment=in_experiment,
             )
         )
     return out
 
 
-def incumbents(planned: Planned, reader: RegistryReader) -> dict[tuple[str, str], Subject]:
-    """(model, alias) -> the version that holds the alias in the registry now."""
-    holders: dict[tuple[str, str], tuple[int, str]] = {}
+_APPLIED_COMMIT_RE = re.compile(r"^commit ([0-9a-f]{7,64}) by ")
+
+
+def applied_commit(model: ObservedModel) -> str | None:
+    """The commit whose manifests the last apply that changed `model` applied (its
+    `regctl.applied` tag), or None (no tag, not in git, uncommitted changes)."""
+    m = _APPLIED_COMMIT_RE.match(model.tags.get(PROVENANCE_TAG, ""))
+    return m.group(1) if m else None
+
+
+def base_models(
+    settings: Settings, planned: Planned, base: str | None
+) -> dict[str, tuple[bool, DesiredModel | None]]:
+    """model -> (known, the model as the base manifests declare it, or None if absent).
+
+    The base is `--base REF` when given (a pull request's target branch), else the commit
+    that the model's last apply recorded (`regctl.applied`). Unknown when neither gives a
+    readable revision (no git history, a commit not fetched): callers then fail closed.
+    """
+    names = [m.name for m in planned.desired.models]
+    if base is not None:
+        state = _state_at(settings, base)
+        return {n: (state is not None, state.model(n) if state else None) for n in names}
+    out: dict[str, tuple[bool, DesiredModel | None]] = {}
+    states: dict[str, DesiredState | None] = {}
+    for name in names:
+        current = planned.observed.models.get(name)
+        if current is None:  # not in the registry: nothing holds an alias yet
+            out[name] = (True, None)
+            continue
+        commit = applied_commit(current)
+        if commit is None:
+            out[name] = (False, None)
+            continue
+        if commit not in states:
+            states[commit] = _state_at(settings, commit)
+        state = states[commit]
+        out[name] = (state is not None, state.model(name) if state else None)
+    return out
+
+
+def _state_at(settings: Settings, ref: str) -> DesiredState | None:
+    """The manifests at a git revision, or None when that revision cannot be read."""
+    try:
+        texts = gitinfo.files_at(settings.repo, ref, "manifests")
+        return load_manifest_texts(texts, settings.repo, label=f"{ref[:12]}:")
+    except RegctlError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredHolder:
+    """Which version held an alias before the change, as the base manifests declare it.
+
+    `version` None with `known` True: the base declares no holder (a new alias, a new
+    model). `known` False: the base cannot be read, and the registry's holder is not a
+    version the manifests declare, so nothing trustworthy is known (`why` says why).
+    """
+
+    known: bool
+    version: int | None
+    why: str = ""
+
+
+def declared_holders(
+    settings: Settings, planned: Planned, reader: RegistryReader, base: str | None
+) -> dict[tuple[str, str], DeclaredHolder]:
+    """(model, alias) -> the holder the base manifests declare, for every alias the
+    desired state sets (SPEC section 4: `compare_to` judges against it, never against a
+    holder made by hand in the registry)."""
+    bases = base_models(settings, planned, base)
+    bound = {(b.model, b.entry): b for b in planned.plan.bindings}
+    out: dict[tuple[str, str], DeclaredHolder] = {}
     for m in planned.desired.models:
         current = planned.observed.models.get(m.name)
-        if current is None:
-            continue
-        for alias, number in current.aliases.items():
-            if number in current.versions:
-                holders[(m.name, alias)] = (number, current.versions[number].run_id)
-    data = reader.run_data({rid for _, rid in holders.values() if rid})
-    out = {}
-    for (model, alias), (number, run_id) in holders.items():
+        known, old = bases.get(m.name, (False, None))
+        aliases = {a for v in m.versions for a in v.aliases}
+        for alias in sorted(aliases):
+            if known:
+                out[(m.name, alias)] = _holder_in_base(m, old, alias, current, bound, reader)
+                continue
+            # No readable base: the registry's holder counts only when the manifests
+            # declare that version; a holder made by hand is never the incumbent.
+            number = current.aliases.get(alias) if current is not None else None
+            declared = {b.version for (name, _), b in bound.items() if name == m.name}
+            if number is None:
+                out[(m.name, alias)] = DeclaredHolder(True, None)
+            elif number in declared:
+                out[(m.name, alias)] = DeclaredHolder(True, number)
+            else:
+                out[(m.name, alias)] = DeclaredHolder(
+                    False,
+                    None,
+                    f"the registry's holder v{number} is not a version the manifests declare "
+                    "(drift), and the base manifests cannot be read (no `regctl.applied` "
+                    "commit in this git history): pass --base REF, or fetch the history",
+                )
+    return out
+
+
+def _holder_in_base(
+    model: DesiredModel,
+    old: DesiredModel | None,
+    alias: str,
+    current: ObservedModel | None,
+    bound: Mapping[tuple[str, int], Binding],
+    reader: RegistryReader,
+) -> DeclaredHolder:
+    entry = next((v for v in (old.versions if old else ()) if alias in v.aliases), None)
+    if entry is None or current is None:
+        return DeclaredHolder(True, None)
+    # The same entry in today's manifests: its binding names the version.
+    for v in model.versions:
+        if (v.run, v.run_id, v.artifact_path) == (entry.run, entry.run_id, entry.artifact_path):
+            b = bound.get((model.name, v.index))
+            if b is not None:
+                return DeclaredHolder(True, None if b.created else b.version)
+    if entry.version is not None:
+        return DeclaredHolder(True, entry.version if entry.version in current.versions else None)
+    run_ids: set[str] = set()
+    if entry.run_id is not None:
+        run_ids = {entry.run_id}
+    elif entry.run is not None and old is not None and old.experiment is not None:
+        experiments = reader.experiments([old.experiment])
+        found = runs_by_name(reader, experiments, {old.experiment: {entry.run}})
+        run_ids = {r.run_id for r in found.get((old.experiment, entry.run), ())}
+    for number, ov in sorted(current.versions.items()):
+        if ov.run_id in run_ids and source_path(ov.source, ov.run_id) in (
+            entry.artifact_path,
+            None,
+        ):
+            return DeclaredHolder(True, number)
+    return DeclaredHolder(True, None)
+
+
+def incumbents(
+    planned: Planned, reader: RegistryReader, holders: Mapping[tuple[str, str], DeclaredHolder]
+) -> dict[tuple[str, str], Subject]:
+    """(model, alias) -> the declared holder before the change, as policies see it.
+
+    An unknown holder is a Subject without run data whose location says why, so that a
+    `compare_to` rule fails closed with that reason."""
+    picked: dict[tuple[str, str], tuple[int, str]] = {}
+    out: dict[tuple[str, str], Subject] = {}
+    for (model, alias), holder in holders.items():
+        current = planned.observed.models.get(model)
+        if not holder.known:
+            out[(model, alias)] = Subject(
+                model, "(unknown)", None, None, (alias,), None, None, None, "none", holder.why
+            )
+        elif holder.version is not None and current is not None:
+            ov = current.versions.get(holder.version)
+            if ov is not None:
+                picked[(model, alias)] = (holder.version, ov.run_id)
+    data = reader.run_data({rid for _, rid in picked.values() if rid})
+    for (model, alias), (number, run_id) in picked.items():
         current = planned.observed.models[model]
         logged = data.get(run_id)
         out[(model, alias)] = Subject(
@@ -377,10 +608,17 @@ def incumbents(planned: Planned, reader: RegistryReader) -> dict[tuple[str, str]
     return out
 
 
-def review(planned: Planned, reader: RegistryReader, *, only_touched: bool = True) -> Review:
+def review(
+    settings: Settings,
+    planned: Planned,
+    reader: RegistryReader,
+    *,
+    only_touched: bool = True,
+    base: str | None = None,
+) -> Review:
     """Judge the desired state (or just the versions the plan touches) against policy."""
     subs = subjects(planned, reader, only_touched=only_touched)
-    holders = incumbents(planned, reader)
+    holders = incumbents(planned, reader, declared_holders(settings, planned, reader, base))
     report = evaluate(planned.policies, subs, holders, dt.datetime.now(dt.UTC).date())
     by_version = {(s.model, s.version): s for s in subs}
     comparisons = []
@@ -405,10 +643,10 @@ def review(planned: Planned, reader: RegistryReader, *, only_touched: bool = Tru
     return Review(report, tuple(comparisons))
 
 
-def check(settings: Settings, registry: RegistryReader, models: Sequence[str] = ()) -> PolicyReport:
+def check(settings: Settings, registry: ProofReader, models: Sequence[str] = ()) -> PolicyReport:
     """Policy verdicts for every version of the desired state."""
     planned = make_plan(settings, registry, models)
-    return review(planned, registry, only_touched=False).report
+    return review(settings, planned, registry, only_touched=False).report
 
 
 def registry_target(settings: Settings) -> str:
@@ -461,13 +699,15 @@ def run_sync(
     uploads in flight (default: `default_concurrency`)."""
     desired, _ = load_desired(settings, models)
     items = collect(desired, settings.repo)
-    looked = sync(items, registry, dry_run=True)  # checks everything, writes nothing
-    if dry_run or len(looked.skipped) == len(items):
+    known: dict[str, str] = {}
+    workers = concurrency if concurrency is not None else default_concurrency(settings)
+    # checks and proves everything, writes nothing
+    looked = sync(items, registry, dry_run=True, known=known, workers=workers)
+    if dry_run or (len(looked.skipped) == len(items) and not looked.unrecorded):
         return looked
     lease = _take_lease(settings, registry, lock_timeout)
     try:
-        workers = concurrency if concurrency is not None else default_concurrency(settings)
-        return sync(items, registry, progress=progress, workers=workers)
+        return sync(items, registry, progress=progress, workers=workers, known=known)
     finally:
         lease.release()
 
@@ -507,7 +747,13 @@ def apply(
     touches, the user declines, or a saved plan no longer matches the registry. Under the
     lease the plan is made again and must equal the one shown.
     """
+    saved = None
+    if plan_file is not None:
+        saved = load_plan_file(plan_file)
+        models = _saved_scope(saved, plan_file, settings, models, prune)
     inputs = load_inputs(settings, models)
+    if saved is not None and plan_file is not None:
+        _same_inputs(saved, plan_file, inputs)
     planned = make_plan(
         settings,
         registry,
@@ -515,12 +761,15 @@ def apply(
         allow_mass_delete=allow_mass_delete,
         inputs=inputs,
     )
-    plan = _saved_or(planned.plan, plan_file)
+    # A saved plan is never executed: it is the plan made now, from the checked-out
+    # manifests and policies and the live registry, that is judged and applied, and only
+    # when its changes are exactly the saved ones (SPEC section 6).
+    plan = planned.plan
+    if saved is not None and plan_file is not None:
+        _same_changes(saved, plan_file, plan)
     if plan.empty:
         return ApplyOutcome(plan, None, None, None, None)
-    if planned.items and not no_sync:
-        sync(planned.items, registry, dry_run=True)  # write-once params etc., before writing
-    verdict = review(planned, registry)
+    verdict = review(settings, planned, registry)
     if show is not None:
         show(plan, verdict)
     if verdict.report.denied:
@@ -545,7 +794,14 @@ def apply(
         run_ids: dict[tuple[str, str], str] = {}
         workers = concurrency if concurrency is not None else default_concurrency(settings)
         if again.items and not no_sync:
-            sync_report = sync(again.items, registry, progress=sync_progress, workers=workers)
+            sync_report = sync(
+                again.items,
+                registry,
+                progress=sync_progress,
+                workers=workers,
+                ledger=again.observed.ledger,
+                known=inputs.proven,
+            )
             run_ids.update(sync_report.run_ids)
         tag, _, _ = provenance(settings)
         ctx = ApplyContext(writer=registry, reader=registry, run_ids=run_ids, provenance=tag)
@@ -564,22 +820,53 @@ def apply(
     return ApplyOutcome(plan, verdict, report, sync_report, after)
 
 
-def _saved_or(current: Plan, plan_file: Path | None) -> Plan:
-    """The saved plan when it still matches the registry, else an error; or `current`."""
-    if plan_file is None:
-        return current
-    saved = load_plan_file(plan_file)
-    if saved.fingerprint == current.fingerprint:
-        return saved
+def _saved_scope(
+    saved: Plan, plan_file: Path, settings: Settings, models: Sequence[str], prune: bool
+) -> Sequence[str]:
+    """The model scope to re-plan a saved plan with; refuses another target or other flags."""
+    target = registry_target(settings)
+    if saved.target != target:
+        raise RegctlError(
+            f"{plan_file}: this plan is for {saved.target}, not {target}; nothing was written"
+        )
+    if saved.options.prune != prune:
+        flag = "with" if saved.options.prune else "without"
+        raise RegctlError(
+            f"{plan_file}: this plan was made {flag} --prune; apply it {flag} --prune "
+            "(nothing was written)"
+        )
+    scope = saved.options.scope
+    if models and (scope is None or sorted(models) != sorted(scope)):
+        shown = "every manifest" if scope is None else "models " + ", ".join(scope)
+        raise RegctlError(
+            f"{plan_file}: this plan covers {shown}; give no MODEL arguments to apply it "
+            "(nothing was written)"
+        )
+    return list(scope) if scope is not None else []
+
+
+def _same_inputs(saved: Plan, plan_file: Path, inputs: Inputs) -> None:
+    for what in ("manifests", "policies"):
+        made, now = saved.inputs.get(what, "(none)"), inputs.digests.get(what)
+        if made != now:
+            raise RegctlError(
+                f"{plan_file}: the {what} changed since this plan was made ({made} -> {now}); "
+                "nothing was written. Run `regctl diff --out` again and review the new plan"
+            )
+
+
+def _same_changes(saved: Plan, plan_file: Path, current: Plan) -> None:
+    difference = first_difference(saved.changes, current.changes)
+    if difference is None:
+        return
     if current.empty:
         raise RegctlError(
             f"{plan_file}: this plan was already applied (the registry matches the "
             "manifests); nothing was written"
         )
     raise RegctlError(
-        f"{plan_file}: the registry changed since this plan was made (fingerprint "
-        f"{saved.fingerprint} -> {current.fingerprint}); nothing was written. Run "
-        "`regctl diff` again"
+        f"{plan_file}: re-planning now does not give this plan's changes ({difference}); "
+        "nothing was written. Run `regctl diff --out` again and review the new plan"
     )
 
 
@@ -632,8 +919,33 @@ def _comparable(model: DesiredModel) -> DesiredModel:
 
 
 def load_plan_file(path: Path) -> Plan:
+    """A saved plan, read strictly (see `plan.plan_from_json`); errors name the file."""
+
+    def refuse(why: str) -> InputError:
+        return InputError([Problem(Location(str(path)), "", f"not a regctl plan: {why}")])
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_PLAN_BYTES:
+            raise refuse(f"{size} bytes; a plan file is at most {MAX_PLAN_BYTES} bytes")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise refuse(exc.strerror or str(exc)) from None
+    except UnicodeDecodeError:
+        raise refuse("not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            [Problem(Location(str(path), exc.lineno, exc.colno), "", f"invalid JSON: {exc.msg}")]
+        ) from None
+    except (ValueError, RecursionError) as exc:  # e.g. a number too long to convert
+        raise refuse(f"invalid JSON: {exc}") from None
+    try:
         return plan_from_json(data)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError([Problem(Location(str(path)), "", f"not a regctl plan: {exc}")]) from exc
+    except PlanFileError as exc:
+        raise refuse(str(exc)) from None
+
+
+MAX_PLAN_BYTES = 64 * 1024 * 1024
+"""A plan of 10,000 models is a few MB; anything larger is not a plan regctl wrote."""

@@ -243,7 +243,7 @@ def diff_cmd(
             base=base,
             allow_mass_delete=allow_mass_delete,
         )
-        review = app.review(planned, registry)
+        review = app.review(opts.settings, planned, registry, base=base)
     finally:
         registry.close()
     click.echo(render(planned.plan, fmt, color=opts.color, review=review), nl=False)

@@ -53,6 +53,7 @@ class PendingRun:
     run_dir: str
     files: int
     bytes: int
+    digest: str = ""
 
 
 def source_path(source: str, run_id: str) -> str | None:
@@ -73,6 +74,7 @@ def _resolve_run(
     v: DesiredVersion,
     observed: ObservedState,
     pending: Mapping[tuple[str, str], PendingRun],
+    unproven: Mapping[tuple[str, str], str],
     problems: list[Problem],
 ) -> tuple[str | None, bool]:
     """Run id of an entry, and whether it awaits sync. Records a problem when unresolvable."""
@@ -89,6 +91,13 @@ def _resolve_run(
         return None, False
     assert v.run is not None and model.experiment is not None
     found = observed.runs.get((model.experiment, v.run), ())
+    if len(found) == 1 and v.run_dir is not None and (model.experiment, v.run) in unproven:
+        # A name is not proof: a run of that name whose content is not the directory's
+        # (a squatted name, or a changed directory) must never be registered as it.
+        problems.append(
+            Problem(v.location, f"versions[{v.index}].run_dir", unproven[(model.experiment, v.run)])
+        )
+        return None, False
     if len(found) == 1:
         return found[0].run_id, False
     if len(found) > 1:
@@ -124,6 +133,7 @@ def _bind_versions(
     current: ObservedModel | None,
     observed: ObservedState,
     pending: Mapping[tuple[str, str], PendingRun],
+    unproven: Mapping[tuple[str, str], str],
     problems: list[Problem],
     changes: list[Change],
 ) -> dict[int, Binding]:
@@ -132,7 +142,7 @@ def _bind_versions(
     bindings: dict[int, Binding] = {}
     resolved: dict[int, tuple[str | None, bool]] = {}
     for v in model.versions:
-        resolved[v.index] = _resolve_run(model, v, observed, pending, problems)
+        resolved[v.index] = _resolve_run(model, v, observed, pending, unproven, problems)
     seen_runs: dict[tuple[str, str], int] = {}
     for v in model.versions:
         run_id, _ = resolved[v.index]
@@ -151,11 +161,28 @@ def _bind_versions(
         seen_runs[key] = v.index
 
     # Pinned entries first: a pin names its version outright.
+    refused: set[int] = set()
     for v in model.versions:
-        run_id, _ = resolved[v.index]
+        run_id, awaits_sync = resolved[v.index]
         if v.version is None or v.version not in versions:
             continue
         ov = versions[v.version]
+        if run_id is None:
+            if awaits_sync:
+                # The entry's run is not logged yet, so no existing version can be it: a
+                # pin on one would bind the alias to another run's version.
+                problems.append(
+                    Problem(
+                        v.location,
+                        f"versions[{v.index}].version",
+                        f"version {v.version} of {model.name!r} is registered from run "
+                        f"{ov.run_id} ({ov.source}), but this entry's run {v.run_ref} is not "
+                        "logged yet (sync would log it as a new run): it cannot be version "
+                        f"{v.version}. Remove the pin, or pin the number it will get",
+                    )
+                )
+                refused.add(v.index)
+            continue  # an unresolvable run was reported by _resolve_run
         path = source_path(ov.source, ov.run_id)
         same_path = path == v.artifact_path or (path is None and not v.artifact_path_given)
         if run_id is not None and (ov.run_id != run_id or not same_path):
@@ -194,7 +221,7 @@ def _bind_versions(
     next_number = max(versions, default=0) + 1
     for v in model.versions:
         run_id, awaits_sync = resolved[v.index]
-        if v.index in bindings or (run_id is None and not awaits_sync):
+        if v.index in bindings or v.index in refused or (run_id is None and not awaits_sync):
             continue
         if v.version is not None and v.version != next_number:
             if v.version < next_number:
@@ -336,6 +363,7 @@ def diff(
     *,
     target: str = "",
     pending: Collection[PendingRun] = (),
+    unproven: Mapping[tuple[str, str], str] | None = None,
     prune: bool = False,
     complete: bool = True,
     max_delete_share: float | None = MAX_DELETE_SHARE,
@@ -343,7 +371,9 @@ def diff(
     """Compute the plan. Raises PlanError when the desired state cannot be reached.
 
     `complete` says that `desired` holds every manifest (not a scoped subset): only then
-    can a managed model that no manifest names be pruned.
+    can a managed model that no manifest names be pruned. `unproven` maps (experiment, run
+    name) to why the logged run of that name is not the run of the entry's `run_dir`
+    (`regctl.proof`): such an entry is an error, never bound to that run.
     """
     pending_map = {(p.experiment, p.run_name): p for p in pending}
     problems: list[Problem] = []
@@ -354,7 +384,9 @@ def diff(
     for model in desired.models:
         current = observed.models.get(model.name)
         changes.extend(_compare_model(model, current))
-        bindings = _bind_versions(model, current, observed, pending_map, problems, changes)
+        bindings = _bind_versions(
+            model, current, observed, pending_map, unproven or {}, problems, changes
+        )
         for v in model.versions:
             if model.experiment and v.run and (model.experiment, v.run) in pending_map:
                 b = bindings.get(v.index)
@@ -376,6 +408,7 @@ def diff(
                 run_dir=p.run_dir,
                 files=p.files,
                 bytes=p.bytes,
+                digest=p.digest,
             )
         )
     declared = set(desired.names())

@@ -18,6 +18,12 @@ PROVENANCE_TAG = "regctl.applied"
 """Model and version tag recording the last apply that touched the object:
 `commit <sha> by <actor> at <UTC time>[ via <CI run url>]`."""
 
+LEDGER_MODEL = "regctl-ledger"
+"""Registered model whose tags record the runs regctl has proven to be the runs of their run
+directories: `regctl.proven.<run id>` = the run's content digest (see `regctl.proof`)."""
+
+LEDGER_TAG_PREFIX = "regctl.proven."
+
 PROVENANCE_PREFIX = "regctl."
 """Tag keys with this prefix belong to regctl; manifests may not declare them."""
 
@@ -135,3 +141,16 @@ class ObservedState:
     experiments: Mapping[str, str] = field(default_factory=dict)
     runs: Mapping[tuple[str, str], tuple[RunRef, ...]] = field(default_factory=dict)
     runs_by_id: Mapping[str, RunRef] = field(default_factory=dict)
+    ledger: Mapping[str, str] = field(default_factory=dict)
+    """Run id -> content digest, for the runs regctl has proven (LEDGER_MODEL's tags)."""
+
+
+def ledger_entries(model: ObservedModel | None) -> dict[str, str]:
+    """The proven runs recorded on the ledger model: run id -> `sha256:...` digest."""
+    if model is None:
+        return {}
+    out = {}
+    for key, value in model.tags.items():
+        if key.startswith(LEDGER_TAG_PREFIX) and value.startswith("sha256:"):
+            out[key[len(LEDGER_TAG_PREFIX) :]] = value
+    return out

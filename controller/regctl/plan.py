@@ -7,11 +7,14 @@ versions in manifest order, aliases, then removals.
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-PLAN_FORMAT_VERSION = 1
+PLAN_FORMAT_VERSION = 2
+"""2: the plan records what it was made from (`inputs`) and how (`options`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ class SyncRun(Change):
     run_dir: str = ""
     files: int = 0
     bytes: int = 0
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +198,22 @@ class Binding:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanOptions:
+    """How a plan was made: `prune`, and the models it covers (`scope`: None for every
+    manifest). Applying a saved plan re-plans with the same options, and refuses flags
+    that differ (SPEC section 6)."""
+
+    prune: bool = False
+    scope: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
-    """The changes that take the registry to the desired state, in apply order."""
+    """The changes that take the registry to the desired state, in apply order.
+
+    `inputs` holds the digests of what the plan was made from (`manifests`, `policies`:
+    `sha256:` over every file's path and bytes); `fingerprint` digests the registry state.
+    """
 
     target: str
     models: tuple[str, ...]
@@ -203,6 +221,8 @@ class Plan:
     notes: tuple[Note, ...] = ()
     bindings: tuple[Binding, ...] = ()
     fingerprint: str = ""
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    options: PlanOptions = PlanOptions()
 
     @property
     def empty(self) -> bool:
@@ -221,6 +241,11 @@ class Plan:
             "format_version": PLAN_FORMAT_VERSION,
             "target": self.target,
             "fingerprint": self.fingerprint,
+            "inputs": dict(sorted(self.inputs.items())),
+            "options": {
+                "prune": self.options.prune,
+                "scope": None if self.options.scope is None else list(self.options.scope),
+            },
             "models": list(self.models),
             "summary": self.counts(),
             "changes": [c.to_json() for c in self.changes],
@@ -245,20 +270,172 @@ def order(changes: list[Change]) -> tuple[Change, ...]:
     return tuple(sorted(changes, key=lambda c: (c.phase, c.model)))
 
 
-def plan_from_json(data: Mapping[str, Any]) -> Plan:
-    """Read a plan written by `Plan.to_json` (for `apply PLAN.json`)."""
-    if data.get("format_version") != PLAN_FORMAT_VERSION:
-        raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
-    changes: list[Change] = []
-    for raw in data["changes"]:
-        item = dict(raw)
-        cls = CHANGE_TYPES[item.pop("action")]
-        changes.append(cls(**item))
+class PlanFileError(ValueError):
+    """A saved plan that is not one regctl wrote; the message names the JSON path."""
+
+
+_TOP_KEYS = frozenset(
+    {
+        "format_version",
+        "target",
+        "fingerprint",
+        "inputs",
+        "options",
+        "models",
+        "summary",
+        "changes",
+        "notes",
+        "bindings",
+        "policy",
+        "comparisons",
+    }
+)
+_MAX_INT = 2**63 - 1
+
+
+def plan_from_json(data: object) -> Plan:
+    """Read a plan written by `Plan.to_json` (for `apply PLAN.json`), strictly.
+
+    A saved plan is hostile input: every key and type is checked (unknown keys and actions,
+    wrong types, bools for numbers, numbers past 64 bits are errors naming the JSON path),
+    and only what apply compares is kept: target, inputs, options, fingerprint, changes.
+    Notes and bindings are outputs for people and are never read back.
+    """
+    if not isinstance(data, dict):
+        raise PlanFileError(f"expected a JSON object at the top level, got {_kind(data)}")
+    unknown = sorted(str(k) for k in data if k not in _TOP_KEYS)
+    if unknown:
+        raise PlanFileError(f"unknown key {unknown[0]!r}")
+    version = data.get("format_version")
+    if version != PLAN_FORMAT_VERSION or isinstance(version, bool):
+        raise PlanFileError(
+            f"format_version {version!r} is not {PLAN_FORMAT_VERSION} (made by another regctl "
+            "version?): run `regctl diff --out` again"
+        )
+    target = _typed(data, "target", str, "target")
+    fingerprint = _typed(data, "fingerprint", str, "fingerprint")
+    raw_inputs = _typed(data, "inputs", dict, "inputs")
+    inputs = {str(k): _typed(raw_inputs, k, str, f"inputs.{k}") for k in raw_inputs}
+    raw_options = _typed(data, "options", dict, "options")
+    extra = sorted(str(k) for k in raw_options if k not in ("prune", "scope"))
+    if extra:
+        raise PlanFileError(f"options: unknown key {extra[0]!r}")
+    prune = _typed(raw_options, "prune", bool, "options.prune")
+    scope_raw = raw_options.get("scope")
+    scope = None
+    if scope_raw is not None:
+        if not isinstance(scope_raw, list) or not all(isinstance(x, str) for x in scope_raw):
+            raise PlanFileError("options.scope: expected null or a list of model names")
+        scope = tuple(scope_raw)
+    models_raw = _typed(data, "models", list, "models")
+    if not all(isinstance(x, str) for x in models_raw):
+        raise PlanFileError("models: expected a list of model names")
+    raw_changes = _typed(data, "changes", list, "changes")
+    changes = [_change(raw, f"changes[{i}]") for i, raw in enumerate(raw_changes)]
     return Plan(
-        target=str(data["target"]),
-        models=tuple(data["models"]),
+        target=target,
+        models=tuple(models_raw),
         changes=tuple(changes),
-        notes=tuple(Note(**n) for n in data.get("notes", [])),
-        bindings=tuple(Binding(**b) for b in data.get("bindings", [])),
-        fingerprint=str(data.get("fingerprint", "")),
+        fingerprint=fingerprint,
+        inputs=inputs,
+        options=PlanOptions(prune=prune, scope=scope),
     )
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+def _typed(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in data:
+        raise PlanFileError(f"{where}: missing")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise PlanFileError(f"{where}: expected {_kind(kind())}, got {_kind(value)}")
+    return value
+
+
+def _change(raw: object, where: str) -> Change:
+    if not isinstance(raw, dict):
+        raise PlanFileError(f"{where}: expected an object, got {_kind(raw)}")
+    action = raw.get("action")
+    cls = CHANGE_TYPES.get(action) if isinstance(action, str) else None
+    if cls is None:
+        raise PlanFileError(f"{where}.action: unknown action {action!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    given = {k for k in raw if k != "action"}
+    if given != set(names):
+        missing = sorted(set(names) - given)
+        extra = sorted(str(k) for k in given - set(names))
+        what = f"missing {missing[0]!r}" if missing else f"unknown key {extra[0]!r}"
+        raise PlanFileError(f"{where}: {what} for action {action!r}")
+    values = {name: _value(raw[name], hints[name], f"{where}.{name}") for name in names}
+    return cls(**values)
+
+
+def _value(value: object, kind: Any, where: str) -> Any:
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _value(value, inner, where)
+    if typing.get_origin(kind) in (Mapping, dict) or kind is Mapping:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise PlanFileError(f"{where}: expected an object of strings")
+        return dict(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise PlanFileError(f"{where}: expected a boolean, got {_kind(value)}")
+        return value
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) > _MAX_INT:
+            raise PlanFileError(f"{where}: expected an integer, got {_kind(value)}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise PlanFileError(f"{where}: expected a string, got {_kind(value)}")
+        return value
+    raise PlanFileError(f"{where}: unsupported field type {kind!r}")  # pragma: no cover
+
+
+def first_difference(saved: tuple[Change, ...], now: tuple[Change, ...]) -> str | None:
+    """Where two change lists first differ, as one line; None when they are equal."""
+    for index, (a, b) in enumerate(zip(saved, now, strict=False)):
+        if a != b:
+            return (
+                f"change {index + 1}: the saved plan has {_line(a)}, re-planning now gives "
+                f"{_line(b)}"
+            )
+    if len(saved) > len(now):
+        extra = len(saved) - len(now)
+        return (
+            f"the saved plan has {extra} change{'s' if extra > 1 else ''} that re-planning now "
+            f"does not give, the first: {_line(saved[len(now)])}"
+        )
+    if len(now) > len(saved):
+        extra = len(now) - len(saved)
+        return (
+            f"re-planning now gives {extra} change{'s' if extra > 1 else ''} that the saved plan "
+            f"does not have, the first: {_line(now[len(saved)])}"
+        )
+    return None
+
+
+def _line(change: Change) -> str:
+    fields_text = ", ".join(
+        f"{f.name}={getattr(change, f.name)!r}" for f in fields(change) if f.name != "model"
+    )
+    return f"{change.verb} {change.model!r} ({fields_text})"

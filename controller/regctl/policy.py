@@ -12,8 +12,15 @@ Decisions taken where SPEC section 4 is silent (each is repeated where it is mad
   `max_decrease`), `require_description`, `allowed_aliases` or `allowed_params`.
 - Fail closed. When a version's params are unavailable, every policy is judged (its
   `match` cannot be decided) and every rule that needs run data fails with "no run data".
-  A missing param or metric fails the rule. NaN never satisfies a bound. An incumbent
-  that lacks the compared metric fails the rule too: there is nothing to compare with.
+  A run that lacks a `match` key gives a deny of `regctl/match` (missing data), unless
+  another key rules the policy out. An alias that any rule scopes (`aliases:`) is
+  protected: a version that is to hold it and that no policy with a non-empty `match`
+  judges is denied (`regctl/protected-alias`). `regctl/...` results cannot be waived.
+- `match` and `allowed_params` compare `model_type`, `objective` and `primary_metric`
+  ignoring case, as sync's derivation reads them; other params exactly.
+- A missing param or metric fails the rule. NaN, +-Infinity and MLflow's stand-in for
+  them (+-1.797e308) fail every bound, absolute or relative, and the message names the
+  value. An incumbent that lacks the compared metric fails the rule too.
 - A failing rule's outcome is its severity (`deny` or `warn`), missing data included.
 - `aliases:` scoping compares names case-insensitively, so a rule written for
   `Production` also judges `production` (which `allowed_aliases` then denies anyway).
@@ -23,9 +30,13 @@ Decisions taken where SPEC section 4 is silent (each is repeated where it is mad
   bound up to float rounding passes. A percentage is taken of the incumbent's absolute
   value, so it works for negative metrics such as log-likelihoods.
 - A waiver holds through its `expires` day. An expired waiver of a `deny` rule is the
-  outcome `expired-waiver` (a deny); of a `warn` rule it stays a warning. A waiver names
-  the run by name or by id. Two waivers for the same (policy, rule, model, run) are an
-  error, as are waivers naming an unknown policy or rule.
+  outcome `expired-waiver` (a deny); of a `warn` rule it stays a warning. A waiver binds
+  to one run: `run_id`, or `run` (a name in the model's experiment) plus `digest` (the
+  run's content digest). A waiver that names the run's name but not its digest, or whose
+  digest or experiment differs, is not applied and the result says why (`waiver_note`);
+  every failing result says how to bind a waiver to exactly its run (`waive_with`). Two
+  waivers for the same (policy, rule, model, run) are an error, as are waivers naming an
+  unknown policy or rule.
 - Metric rules give one result per metric; `allowed_params` one per param; every other
   rule one result. Results follow subjects (model, run, version), then policies by name,
   then rules in file order: reports are byte-stable for golden files and PR comments.
@@ -37,6 +48,7 @@ import datetime as dt
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,15 +251,31 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Waiver:
-    """An accepted exception: `rule` of `policy` does not deny `run` of `model` until `expires`."""
+    """An accepted exception: `rule` of `policy` does not deny one run of `model` until
+    `expires`.
+
+    The run is bound by `run_id`, or by `run` (a name inside the model's experiment) plus
+    `digest`, the run's content digest: a name alone never carries a waiver to another run
+    (a `run` without `digest` is kept, so that `check` can say how to bind it, but it
+    never applies).
+    """
 
     policy: str
     rule: str
     model: str
-    run: str
+    run: str | None
     reason: str
     expires: dt.date
     location: Location
+    run_id: str | None = None
+    digest: str | None = None
+
+    @property
+    def names(self) -> str:
+        """How the waiver names its run, for messages."""
+        if self.run_id is not None:
+            return f"run_id {self.run_id}"
+        return f"run {self.run}" + (f" digest {self.digest}" if self.digest else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +312,10 @@ class Subject:
     metrics: Mapping[str, float] | None
     source: str
     location: str
+    digest: str | None = None
+    """The run's content digest (its run directory's, or the ledger's), when known."""
+    in_experiment: bool = True
+    """The run lives in the model's experiment (where a waiver's run name is resolved)."""
 
 
 Incumbents: TypeAlias = Callable[[str, str], Subject | None] | Mapping[tuple[str, str], Subject]
@@ -315,6 +347,11 @@ class Result:
     message: str
     waiver_reason: str | None = None
     waiver_expires: dt.date | None = None
+    waiver_note: str | None = None
+    """Why a waiver naming this run was not applied (bound to another run, no digest)."""
+    waive_with: str | None = None
+    """What a waiver must give to bind to exactly this run (`run_id: ...`, or `run: ...`
+    with `digest: ...`), for `check` to print; None when it passes."""
 
     @property
     def failed(self) -> bool:
@@ -344,6 +381,8 @@ class Result:
             "detail": self.detail,
             "message": self.message,
             "waiver": waiver,
+            "waiver_note": self.waiver_note,
+            "waive_with": self.waive_with,
         }
 
 
@@ -589,7 +628,13 @@ class WaiverSpec(_Strict):
     policy: Name
     rule: Name
     model: NonEmpty
-    run: NonEmpty = Field(description="Run name or run id.")
+    run: NonEmpty | None = Field(
+        None, description="Run name inside the model's experiment; needs `digest`."
+    )
+    run_id: NonEmpty | None = Field(None, description="Run id (instead of `run` + `digest`).")
+    digest: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(
+        None, description="The run's content digest, as `regctl check` prints it."
+    )
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
     expires: Expiry = Field(description="Last day the waiver holds (YYYY-MM-DD).")
 
@@ -678,7 +723,7 @@ def load_policies(repo: Path, files: Sequence[Path] | None = None) -> PolicySet:
         raise InputError(problems)
     return PolicySet(
         tuple(sorted(policies, key=lambda p: p.name)),
-        tuple(sorted(waiver_values, key=lambda w: (w.policy, w.rule, w.model, w.run))),
+        tuple(sorted(waiver_values, key=lambda w: (w.policy, w.rule, w.model, w.names))),
     )
 
 
@@ -884,6 +929,27 @@ def _check_waivers(
                 _at(doc, ("rule",), f"policy {spec.policy!r} has no rule {spec.rule!r} ({known})")
             )
             continue
+        if (spec.run is None) == (spec.run_id is None):
+            problems.append(
+                _at(
+                    doc,
+                    ("run_id",) if spec.run_id is not None else (),
+                    "give the run: `run_id`, or `run` (its name) with `digest` "
+                    "(regctl check prints both)",
+                    key=spec.run_id is not None,
+                )
+            )
+            continue
+        if spec.run_id is not None and spec.digest is not None:
+            problems.append(
+                _at(
+                    doc,
+                    ("digest",),
+                    "`digest` goes with `run` (a run id names one run already)",
+                    key=True,
+                )
+            )
+            continue
         waiver = Waiver(
             spec.policy,
             spec.rule,
@@ -892,14 +958,16 @@ def _check_waivers(
             spec.reason,
             spec.expires,
             doc.location(()),
+            run_id=spec.run_id,
+            digest=spec.digest,
         )
-        key = (spec.policy, spec.rule, spec.model, spec.run)
+        key = (spec.policy, spec.rule, spec.model, waiver.names)
         if key in out:
             problems.append(
                 _at(
                     doc,
                     (),
-                    f"a waiver of {spec.policy}/{spec.rule} for {spec.model} run {spec.run} "
+                    f"a waiver of {spec.policy}/{spec.rule} for {spec.model} {waiver.names} "
                     f"is already declared in {out[key].location}",
                 )
             )
@@ -937,6 +1005,27 @@ class _Finding:
     detail: str
 
 
+GATE_POLICY: Final = "regctl"
+"""The policy name of the results regctl itself gives (protected aliases, undecidable
+matches): no waiver can name it, so they cannot be waived."""
+
+NORMALISED_PARAMS: Final = frozenset({"model_type", "objective", "primary_metric"})
+"""Params compared ignoring case by `match` and `allowed_params`: enumerations of the
+metadata schema that sync's derivation already reads case-insensitively (runs.py: a
+config's `LGBM` is LightGBM), so a policy for `lgbm` judges an `LGBM` run."""
+
+
+def normalise(key: str, value: str) -> str:
+    """A param value as `match` and `allowed_params` compare it."""
+    return value.casefold() if key in NORMALISED_PARAMS else value
+
+
+def protected_aliases(policies: PolicySet) -> frozenset[str]:
+    """Aliases (case-folded) that some rule scopes: a version holding one must be judged by
+    at least one policy with a non-empty `match`."""
+    return frozenset(a.casefold() for p in policies.policies for r in p.rules for a in r.aliases)
+
+
 def evaluate(
     policies: PolicySet,
     subjects: Sequence[Subject],
@@ -945,25 +1034,41 @@ def evaluate(
 ) -> PolicyReport:
     """Judge every subject by every policy that applies to it; a pure function.
 
-    `incumbents(model, alias)` gives the version holding `alias` in the registry now,
-    with its params and metrics, for `compare_to` rules. Waivers turn failures into
-    `waived` results (or `expired-waiver` denies after `expires`).
+    `incumbents(model, alias)` gives the version that holds `alias` before the change (the
+    holder the base manifests declare), with its params and metrics, for `compare_to`
+    rules. Waivers bound to the subject's run turn failures into `waived` results (or
+    `expired-waiver` denies after `expires`).
+
+    Fail closed (SPEC section 4): a policy whose `match` cannot be decided because the
+    run lacks a match key gives a deny (missing data), and a version that is to hold a
+    protected alias but is judged by no policy with a non-empty `match` is denied.
     """
     lookup = _incumbent_lookup(incumbents)
-    waivers = {(w.policy, w.rule, w.model, w.run): w for w in policies.waivers}
+    protected = protected_aliases(policies)
+    waivers: dict[tuple[str, str, str], list[Waiver]] = {}
+    for w in policies.waivers:
+        waivers.setdefault((w.policy, w.rule, w.model), []).append(w)
     results: list[Result] = []
     for subject in sorted(subjects, key=_subject_key):
+        judged_by_match = False
         for policy in policies.policies:
-            if not _applies(policy, subject):
+            applies, missing = _applies(policy, subject)
+            if missing:
+                results.append(_undecided(subject, policy, missing))
                 continue
+            if not applies:
+                continue
+            if policy.match:
+                judged_by_match = True
             for rule in policy.rules:
                 if not _in_scope(rule, subject):
                     continue
-                waiver = waivers.get((policy.name, rule.name, subject.model, subject.run))
-                if waiver is None and subject.run_id is not None:
-                    waiver = waivers.get((policy.name, rule.name, subject.model, subject.run_id))
+                candidates = waivers.get((policy.name, rule.name, subject.model), [])
                 for finding in _judge(rule.check, subject, lookup):
-                    results.append(_result(subject, policy, rule, finding, waiver, today))
+                    results.append(_result(subject, policy, rule, finding, candidates, today))
+        held = [a for a in subject.aliases if a.casefold() in protected]
+        if held and not judged_by_match:
+            results.append(_unjudged(subject, held))
     return PolicyReport(tuple(results))
 
 
@@ -978,10 +1083,68 @@ def _subject_key(s: Subject) -> tuple[str, str, int, str]:
     return (s.model, s.run, s.version if s.version is not None else 0, s.location)
 
 
-def _applies(policy: Policy, subject: Subject) -> bool:
+def _applies(policy: Policy, subject: Subject) -> tuple[bool, list[str]]:
+    """(applies, missing match keys). A key the run lacks is missing data, never a skip:
+    the match is undecidable unless another key already rules the policy out."""
     if subject.params is None:
-        return True  # fail closed: without params the match cannot be decided
-    return all(subject.params.get(key) in values for key, values in policy.match.items())
+        return True, []  # fail closed: every rule then fails with "no run data"
+    missing = []
+    for key, values in policy.match.items():
+        value = subject.params.get(key)
+        if value is None:
+            missing.append(key)
+        elif normalise(key, value) not in {normalise(key, v) for v in values}:
+            return False, []
+    return not missing, missing
+
+
+def _gate_result(subject: Subject, rule: str, observed: str, bound: str, detail: str) -> Result:
+    version = f"v{subject.version}" if subject.version is not None else "(new version)"
+    message = (
+        f"{subject.model} {version}, run {subject.run}: {GATE_POLICY}/{rule}: {detail} "
+        f"(observed {observed}; bound {bound})"
+    )
+    return Result(
+        model=subject.model,
+        run=subject.run,
+        run_id=subject.run_id,
+        version=subject.version,
+        location=subject.location,
+        policy=GATE_POLICY,
+        rule=rule,
+        check="",
+        severity="deny",
+        outcome="deny",
+        observed=_oneline(observed),
+        bound=_oneline(bound),
+        detail=_oneline(detail),
+        message=_oneline(message),
+    )
+
+
+def _undecided(subject: Subject, policy: Policy, missing: list[str]) -> Result:
+    keys = ", ".join(missing)
+    return _gate_result(
+        subject,
+        "match",
+        f"param {keys} missing",
+        f"policy {policy.name} match " + ", ".join(sorted(policy.match)),
+        f"cannot tell whether policy {policy.name} judges this version: the run has no "
+        f"param {keys} (missing data fails closed)",
+    )
+
+
+def _unjudged(subject: Subject, aliases: list[str]) -> Result:
+    version = f"v{subject.version}" if subject.version is not None else "(new version)"
+    run = subject.run_id or subject.run
+    names = ", ".join(aliases)
+    return _gate_result(
+        subject,
+        "protected-alias",
+        "no policy with a non-empty match applies",
+        f"{names} is scoped by a policy rule",
+        f"no policy judges {subject.model} {version} (run {run}) for {names}",
+    )
 
 
 def _in_scope(rule: Rule, subject: Subject) -> bool:
@@ -991,27 +1154,77 @@ def _in_scope(rule: Rule, subject: Subject) -> bool:
     return any(a.casefold() in wanted for a in subject.aliases)
 
 
+def waiver_binding(waiver: Waiver, subject: Subject) -> tuple[bool, str | None]:
+    """(applies, why not) for a waiver of the subject's model, policy and rule.
+
+    A waiver binds to one run: by `run_id`, or by run name inside the model's experiment
+    plus the run's content digest. A waiver for another run is simply not about this one
+    (no note); one that names this run's name but whose id, experiment or digest does not
+    fit is not applied, and the note says why.
+    """
+    if waiver.run_id is not None:
+        return waiver.run_id == subject.run_id, None
+    if waiver.run != subject.run:
+        return False, None
+    where = f"waiver at {waiver.location} for run {waiver.run}"
+    if not subject.in_experiment:
+        return False, f"{where} not applied: this run is not in the model's experiment"
+    if waiver.digest is None:
+        return False, (
+            f"{where} not applied: it names the run by name only; bind it to this run with "
+            f"{_binding_hint(subject)}"
+        )
+    if subject.digest is None:
+        return False, (
+            f"{where} not applied: this run's content digest is not known (logged without a "
+            f"run directory); bind it with {_binding_hint(subject)}"
+        )
+    if waiver.digest != subject.digest:
+        return False, (
+            f"{where} not applied: its digest {waiver.digest} is not this run's "
+            f"{subject.digest} (another run of that name, or the run directory changed)"
+        )
+    return True, None
+
+
+def _binding_hint(subject: Subject) -> str:
+    if subject.run_id is not None:
+        return f"run_id: {subject.run_id}"
+    if subject.digest is not None:
+        return f"run: {subject.run}, digest: {subject.digest}"
+    return "run_id: <the run's id>"
+
+
 def _result(
     subject: Subject,
     policy: Policy,
     rule: Rule,
     finding: _Finding,
-    waiver: Waiver | None,
+    waivers: Sequence[Waiver],
     today: dt.date,
 ) -> Result:
     outcome: Outcome = "pass"
     suffix = ""
     used = None
+    notes: list[str] = []
     if not finding.ok:
         outcome = rule.severity
-        if waiver is not None:
-            used = waiver
-            if waiver.expires >= today:
+        for candidate in waivers:
+            applies, note = waiver_binding(candidate, subject)
+            if note is not None:
+                notes.append(note)
+            if applies and (used is None or candidate.expires > used.expires):
+                used = candidate
+        if used is not None:
+            notes = []
+            if used.expires >= today:
                 outcome = "waived"
-                suffix = f"; waived until {waiver.expires.isoformat()}: {waiver.reason}"
+                suffix = f"; waived until {used.expires.isoformat()}: {used.reason}"
             else:
                 outcome = "expired-waiver" if rule.severity == "deny" else "warn"
-                suffix = f"; waiver expired on {waiver.expires.isoformat()} ({waiver.reason})"
+                suffix = f"; waiver expired on {used.expires.isoformat()} ({used.reason})"
+        elif notes:
+            suffix = "; " + "; ".join(notes)
     version = f"v{subject.version}" if subject.version is not None else "(new version)"
     message = (
         f"{subject.model} {version}, run {subject.run}: {policy.name}/{rule.name}: "
@@ -1034,6 +1247,8 @@ def _result(
         message=_oneline(message),
         waiver_reason=used.reason if used else None,
         waiver_expires=used.expires if used else None,
+        waiver_note=_oneline("; ".join(notes)) if notes else None,
+        waive_with=None if finding.ok else _oneline(_binding_hint(subject)),
     )
 
 
@@ -1107,6 +1322,21 @@ def _le(a: float, b: float) -> bool:
     return a <= b or math.isclose(a, b, rel_tol=_REL_TOL, abs_tol=_ABS_TOL)
 
 
+def not_finite(value: float) -> str | None:
+    """How a metric value that is not a finite number reads, or None for a finite one.
+
+    MLflow's stores keep +-Infinity as +-1.7976931348623157e308 (measured on 3.17), so a
+    value at the float limit is an infinity too: it must not pass a `max` bound."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Infinity" if value > 0 else "-Infinity"
+    if abs(value) >= sys.float_info.max:
+        sign = "+" if value > 0 else "-"
+        return f"{value!r} (MLflow's stand-in for {sign}Infinity)"
+    return None
+
+
 def _bound(b: Bound, metrics: Mapping[str, float] | None) -> _Finding:
     parts = [f"min {_num(b.min)}" if b.min is not None else "", ""]
     if b.max is not None:
@@ -1117,12 +1347,14 @@ def _bound(b: Bound, metrics: Mapping[str, float] | None) -> _Finding:
     value = metrics.get(b.metric)
     if value is None:
         return _Finding(b.metric, False, "missing", bound, f"{b.metric} is missing")
+    odd = not_finite(value)
+    if odd is not None:  # NaN and the infinities fail every bound
+        return _Finding(
+            b.metric, False, f"{b.metric} {odd}", bound, f"{b.metric} is {odd}, not a finite number"
+        )
     low = b.min is None or _le(b.min, value)
     high = b.max is None or _le(value, b.max)
-    if math.isnan(value):
-        low = high = False
-        detail = f"{b.metric} is NaN"
-    elif not low:
+    if not low:
         detail = f"{b.metric} is below the minimum"
     elif not high:
         detail = f"{b.metric} is above the maximum"
@@ -1148,12 +1380,21 @@ def _compare(check: CompareTo, s: Subject, inc: Subject | None) -> list[_Finding
                 True,
                 "no incumbent",
                 bound_all,
-                f"no version holds {check.alias} in the registry",
+                f"the base manifests declare no holder of {check.alias}",
             )
         ]
+    if inc.version is None:  # nothing trustworthy is known about the holder before
+        return [_Finding("", False, "incumbent unknown", bound_all, inc.location)]
     if inc.model == s.model and _same_version(s, inc):
+        # Moving the alias back to the declared holder repairs drift: not a promotion.
         return [
-            _Finding("", True, "is the incumbent", bound_all, f"this version holds {check.alias}")
+            _Finding(
+                "",
+                True,
+                "is the incumbent",
+                bound_all,
+                f"this version is the declared holder of {check.alias}",
+            )
         ]
     who = f"{check.alias} v{inc.version}" if inc.version is not None else check.alias
     return [_relative_finding(b, s, inc, who) for b in check.bounds]
@@ -1170,6 +1411,11 @@ def _relative_finding(b: RelativeBound, s: Subject, inc: Subject, who: str) -> _
     cand = s.metrics.get(b.metric)
     if cand is None:
         return _Finding(b.metric, False, "missing", bound, f"{b.metric} is missing")
+    odd = not_finite(cand)
+    if odd is not None:
+        return _Finding(
+            b.metric, False, f"{b.metric} {odd}", bound, f"{b.metric} is {odd}, not a finite number"
+        )
     old = inc.metrics.get(b.metric) if inc.metrics is not None else None
     if old is None:
         return _Finding(
@@ -1178,6 +1424,15 @@ def _relative_finding(b: RelativeBound, s: Subject, inc: Subject, who: str) -> _
             f"{b.metric} {_num(cand)}, incumbent value missing",
             bound,
             f"the incumbent {who} has no {b.metric} to compare with",
+        )
+    odd = not_finite(old)
+    if odd is not None:
+        return _Finding(
+            b.metric,
+            False,
+            f"{b.metric} {_num(cand)}, incumbent {odd}",
+            bound,
+            f"the incumbent {who}'s {b.metric} is {odd}: nothing finite to compare with",
         )
     delta = cand - old
     pct = f", {delta / abs(old) * 100:+.2f}%" if old != 0 and math.isfinite(delta) else ""
@@ -1218,7 +1473,7 @@ def _allowed_param(key: str, values: tuple[str, ...], params: Mapping[str, str] 
     value = params.get(key)
     if value is None:
         return _Finding(key, False, "missing", bound, f"param {key} is missing")
-    ok = value in values
+    ok = normalise(key, value) in {normalise(key, v) for v in values}
     detail = f"param {key} is allowed" if ok else f"param {key} has a value outside the list"
     return _Finding(key, ok, f"{key} {value}", bound, detail)
 

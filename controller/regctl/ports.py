@@ -110,7 +110,20 @@ class TrackingWriter(Protocol):
     def finish_run(self, run_id: str, status: str, end_time_ms: int) -> None: ...
 
 
-class Registry(RegistryReader, RegistryWriter, TrackingWriter, Protocol):
+class ArtifactReader(Protocol):
+    """A run's stored artifacts: listing and single-file download (for content proofs,
+    resolve and verify)."""
+
+    def list_artifact_tree(self, run: RunRef, path: str) -> list[ArtifactInfo]:
+        """Every file under `path` ("" for the root), sorted by path; size -1 if unknown."""
+        ...
+
+    def download_artifact_file(self, run: RunRef, path: str, dest: str) -> None:
+        """Download the artifact file `path` of `run` to exactly `dest`."""
+        ...
+
+
+class Registry(RegistryReader, RegistryWriter, TrackingWriter, ArtifactReader, Protocol):
     """Everything an adapter offers; use cases hand out the narrow ports."""
 
     def describe(self) -> str:

@@ -50,13 +50,14 @@ Decisions taken where SPEC section 3 is silent (each is repeated where it is mad
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
 import posixpath
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,6 +76,7 @@ __all__ = [
     "read_run_dir",
     "relative_inside",
     "run_name_problem",
+    "tree_digest",
 ]
 
 PIPELINE_CONFIG: Final = "pipeline_config.json"
@@ -118,16 +120,37 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO that slipped past the lstat check must not wait for a writer.
 _FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
+_HASH_CHUNK: Final = 1 << 20
+
 _LGBM_NAME_RE: Final = re.compile(r"^run_(\d{8})_(\d{6})_lgbm_(.+)$")
 _HMM_NAME_RE: Final = re.compile(r"^run_hmm_(\d{8})_(\d{6})$")
 
 
 @dataclass(frozen=True, slots=True)
 class RunFile:
-    """A regular file in a run directory: POSIX path relative to the run dir, and size."""
+    """A regular file in a run directory: POSIX path relative to the run dir, size, and the
+    sha256 (hex) of its bytes as read (the content that sync uploads and regctl proves)."""
 
     rel_path: str
     size: int
+    sha256: str
+
+
+TREE_DIGEST_VERSION: Final = "regctl-tree-v1"
+
+
+def tree_digest(files: Iterable[tuple[str, int, str]]) -> str:
+    """The content digest of a file tree: `sha256:` + sha256 over one line per file,
+    `<sha256> <size> <path>`, sorted by path, after a version line.
+
+    Paths never hold a newline (the walk skips such names), so the lines are unambiguous.
+    The same function digests a run directory, a run's artifacts and (issue 16) a version's
+    files, so a digest computed on either side compares with the other.
+    """
+    h = hashlib.sha256(TREE_DIGEST_VERSION.encode() + b"\n")
+    for path, size, sha in sorted(files):
+        h.update(f"{sha} {size} {path}\n".encode("utf-8", "surrogateescape"))
+    return "sha256:" + h.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +178,11 @@ class RunRecord:
     files: tuple[RunFile, ...]
     skipped: tuple[Skipped, ...]
     warnings: tuple[str, ...]
+
+    @property
+    def digest(self) -> str:
+        """The content digest of every file (see `tree_digest`)."""
+        return tree_digest((f.rel_path, f.size, f.sha256) for f in self.files)
 
 
 class _Refused(Exception):
@@ -336,7 +364,9 @@ class _Reader:
                 continue
             mode = info.st_mode
             if stat.S_ISREG(mode):
-                files.append(RunFile(rel, info.st_size))
+                hashed = self.hash_file(dir_fd, entry.name, rel)
+                if hashed is not None:
+                    files.append(RunFile(rel, *hashed))
             elif stat.S_ISDIR(mode):
                 try:
                     sub_fd = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -351,6 +381,25 @@ class _Reader:
                 skipped.append(Skipped(rel, "symbolic link (not followed)"))
             else:
                 skipped.append(Skipped(rel, _kind(mode)))
+
+    def hash_file(self, dir_fd: int, name: str, rel: str) -> tuple[int, str] | None:
+        """(size, sha256) of the bytes read now, through a descriptor opened without
+        following links; the size is that of the bytes hashed, not of an earlier stat."""
+        try:
+            fd = _open_regular_at(dir_fd, name)
+        except _Refused as exc:
+            self.problem(self.where(rel), "", f"{exc}; it changed while being read")
+            return None
+        except OSError as exc:
+            self.problem(self.where(rel), "", f"cannot read: {exc.strerror}")
+            return None
+        h = hashlib.sha256()
+        size = 0
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+        return size, h.hexdigest()
 
     def read_json(self, name: str, *, required: bool) -> dict[str, object] | None:
         """Parse a top-level JSON object file, or record why not; None if absent/broken."""

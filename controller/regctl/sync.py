@@ -1,10 +1,12 @@
 """Sync: log the run directories that manifests reference, one MLflow run each.
 
-The key of a run is (experiment, run name). A FINISHED run is never touched again; a
-run left RUNNING or FAILED by an interrupted sync is resumed by uploading only the files
-that are missing or differ in size. Params are write-once: a directory whose params
-differ from the logged run's is an error (path params only warn, they differ between
-machines). Every check happens before the first write.
+The key of a run is (experiment, run name), but a name is not proof: a logged run of that
+name is the directory's run only when its params, metrics and files (names, sizes, sha256)
+equal the directory's (`regctl.proof`); otherwise sync refuses, naming the run and what
+differs (path params only warn, they differ between machines). A FINISHED, proven run is
+never touched again; a run left RUNNING or FAILED by an interrupted sync, whose content so
+far is the directory's, is resumed by uploading only the files that are missing. Every
+check happens before the first write.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from typing import Protocol
 
 from regctl.diff import PendingRun
 from regctl.errors import InputError, Location, Problem, RegctlError
-from regctl.model import DesiredState, RunRef
-from regctl.ports import RegistryReader, RunData, TrackingWriter, runs_by_name
-from regctl.runs import PATH_PARAMS, RunFile, RunRecord, read_run_dir
+from regctl.model import LEDGER_MODEL, DesiredState, RunRef, ledger_entries
+from regctl.ports import ArtifactReader, RegistryReader, RunData, TrackingWriter, runs_by_name
+from regctl.proof import LedgerWriter, Proof, digests_of, prove, record, same_metric
+from regctl.runs import RunFile, RunRecord, read_run_dir
 
 
-class SyncStore(RegistryReader, TrackingWriter, Protocol):
-    """What sync needs: lookups plus tracking writes."""
+class SyncStore(RegistryReader, TrackingWriter, ArtifactReader, LedgerWriter, Protocol):
+    """What sync needs: lookups, artifact reads (proofs), tracking and ledger writes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +50,15 @@ class SyncItem:
 @dataclass
 class SyncReport:
     """What sync did. `run_ids` maps (experiment, run name) to the run for every item;
-    `pending` names the runs to log or resume (all that a dry run would do)."""
+    `pending` names the runs to log or resume (all that a dry run would do); `unrecorded`
+    the ids of proven runs that the ledger does not record yet."""
 
     run_ids: dict[tuple[str, str], str] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)
     files: int = 0
     bytes: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -115,26 +120,10 @@ def pending_runs(
                 item.display,
                 len(item.record.files),
                 sum(f.size for f in item.record.files),
+                item.record.digest,
             )
         )
     return out
-
-
-def _param_problems(item: SyncItem, logged: RunData) -> tuple[list[str], list[str]]:
-    errors, warnings = [], []
-    mine = item.record.params
-    for key in sorted(set(mine) | set(logged.params)):
-        if key not in logged.params:
-            continue  # not logged yet: an interrupted sync; resumed below
-        old, new = logged.params.get(key), mine.get(key)
-        if old == new:
-            continue
-        text = f"param {key!r}: logged {old!r}, directory has {new!r}"
-        if key in PATH_PARAMS:
-            warnings.append(f"{item.display}: {text} (path params differ between machines)")
-        else:
-            errors.append(text)
-    return errors, warnings
 
 
 def sync(
@@ -144,12 +133,21 @@ def sync(
     dry_run: bool = False,
     progress: Progress | None = None,
     workers: int = 1,
+    ledger: Mapping[str, str] | None = None,
+    known: dict[str, str] | None = None,
 ) -> SyncReport:
-    """Log every item (see module doc). Raises before any write if any item conflicts."""
+    """Log every item (see module doc). Raises before any write if any item conflicts.
+
+    A logged run of an item's name is that item's run only when `regctl.proof` proves it
+    from content; otherwise sync refuses, naming the run and what differs. Proofs that the
+    ledger does not hold yet are recorded there (not on a dry run). `ledger` is the ledger
+    as the caller already read it (else it is read here: one request); `known` holds the
+    digests this process proved already (see `regctl.proof.prove`).
+    """
     report = SyncReport()
     exp_names = sorted({i.experiment for i in items})
     exp_ids = store.experiments(exp_names)
-    existing: dict[tuple[str, str], RunRef] = {}
+    found: dict[tuple[str, str], RunRef] = {}
     problems: list[Problem] = []
     wanted: dict[str, list[str]] = {}
     for i in items:
@@ -166,24 +164,18 @@ def sync(
                 )
             )
         else:
-            existing[(exp, name)] = refs[0]
-    data = store.run_data([r.run_id for r in existing.values()])
+            found[(exp, name)] = refs[0]
+    if ledger is None:
+        ledger = ledger_entries(store.search_models([LEDGER_MODEL]).get(LEDGER_MODEL))
+    claims = [(i.experiment, i.record) for i in items if i.key in found]
+    proofs = prove(claims, found, store, ledger, known=known, workers=workers)
     for item in items:
-        prior = existing.get(item.key)
-        if prior is None or prior.run_id not in data:
+        proof = proofs.get(item.key)
+        if proof is None:
             continue
-        ref = prior
-        errors, warnings = _param_problems(item, data[ref.run_id])
-        report.warnings.extend(warnings)
-        if errors:
-            problems.append(
-                Problem(
-                    item.location,
-                    "run_dir",
-                    f"{item.display} differs from the logged run {ref.run_id} "
-                    f"(params are write-once): " + "; ".join(errors),
-                )
-            )
+        report.warnings.extend(f"{item.display}: {w}" for w in proof.warnings)
+        if not proof.proven:
+            problems.append(Problem(item.location, "run_dir", proof.message(item.display)))
     for item in items:
         report.warnings.extend(f"{item.display}: {w}" for w in item.record.warnings)
         report.warnings.extend(
@@ -192,16 +184,21 @@ def sync(
     if problems:
         raise InputError(problems)
 
-    todo: list[tuple[SyncItem, RunRef | None]] = []
+    to_record = digests_of(proofs.values())
+    report.unrecorded = sorted(to_record)
+    todo: list[tuple[SyncItem, Proof | None]] = []
     for item in items:
-        prior = existing.get(item.key)
-        if prior is not None and prior.status == "FINISHED":
-            report.run_ids[item.key] = prior.run_id
+        proof = proofs.get(item.key)
+        if proof is not None and proof.finished:
+            report.run_ids[item.key] = proof.run_id
             report.skipped.append(item.record.run_name)
         else:
-            todo.append((item, prior))
+            todo.append((item, proof))
             report.pending.append(item.record.run_name)
-    if dry_run or not todo:
+    if dry_run:
+        return report
+    if not todo:
+        record(store, to_record)
         return report
 
     counter = _Uploads(
@@ -209,30 +206,35 @@ def sync(
         sum(f.size for i, _ in todo for f in i.record.files),
         progress,
     )
-    for item, found_ref in todo:
+    data = store.run_data([p.run_id for _, p in todo if p is not None])
+    for item, proof in todo:
         exp_id = exp_ids.get(item.experiment)
         if exp_id is None:
             exp_id = store.create_experiment(item.experiment)
             exp_ids[item.experiment] = exp_id
         now = int(time.time() * 1000)
-        have: dict[str, int] = {}
-        if found_ref is None:
+        have: Mapping[str, int] = {}
+        if proof is None:
             ref = store.create_run(exp_id, item.record.run_name, now)
             report.created.append(item.record.run_name)
             logged = RunData(ref, {}, {}, {})
         else:
-            ref = found_ref
+            ref = found[item.key]
             report.resumed.append(item.record.run_name)
             logged = data.get(ref.run_id, RunData(ref, {}, {}, {}))
-            have = {a.path: a.size for a in store.list_artifacts(ref)}
+            have = proof.present or {}
         report.run_ids[item.key] = ref.run_id
         params = {k: v for k, v in item.record.params.items() if k not in logged.params}
-        metrics = {k: v for k, v in item.record.metrics.items() if logged.metrics.get(k) != v}
+        metrics = {
+            k: v
+            for k, v in item.record.metrics.items()
+            if k not in logged.metrics or not same_metric(logged.metrics[k], v)
+        }
         if params or metrics:
             store.log_batch(ref.run_id, params, metrics, now)
         missing = []
         for f in item.record.files:
-            if have.get(f.rel_path) == f.size:
+            if have.get(f.rel_path) == f.size:  # proven: same size and sha256
                 counter.add(0, f.size, uploaded=False)
             else:
                 missing.append(f)
@@ -246,6 +248,8 @@ def sync(
         _run_all(upload, missing, workers)
         report.files, report.bytes = counter.files, counter.bytes
         store.finish_run(ref.run_id, "FINISHED", int(time.time() * 1000))
+        to_record[ref.run_id] = item.record.digest
+    record(store, to_record)
     return report
 
 
