@@ -244,7 +244,8 @@ def test_second_sync_costs_at_most_one_request_per_run_dir(
     server_backend: Backend, uniq: str, run_cli: CLI, http_log: Recorder
 ) -> None:
     """A synced run directory is checked with list-based lookups batched per experiment:
-    one experiment search and one run search for all of them, and no upload."""
+    one experiment search and one run search for all of them, one read of the ledger that
+    vouches for their content (issue 13: a name is not proof), and no upload."""
     b = server_backend
     dirs = []
     for run in ("run_20251008_145809_lgbm_y_logret_168h_huber", "run_hmm_20251009_105640"):
@@ -270,5 +271,9 @@ def test_second_sync_costs_at_most_one_request_per_run_dir(
     code, out, err = run_cli(*args(b, "sync"))
     assert code == 0, out + err
     assert "uploaded 0 files (0 bytes)" in out
-    assert kinds(http_log) == {"POST /experiments/search": 1, "POST /runs/search": 1}
-    assert len(http_log.calls) <= len(dirs)
+    assert kinds(http_log) == {
+        "POST /experiments/search": 1,
+        "POST /runs/search": 1,
+        "GET /registered-models/get": 1,
+    }
+    assert not [p for _, p in http_log.calls if "/artifacts" in p]  # proven: no download

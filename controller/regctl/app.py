@@ -179,7 +179,8 @@ def observe(
         models = reader.search_models(names)
         experiments, runs = read_runs()
         by_id = read_ids()
-    ledger = ledger_entries(models.pop(LEDGER_MODEL, None))
+    ledger_model = models.pop(LEDGER_MODEL, None)
+    ledger = ledger_entries(ledger_model.tags if ledger_model is not None else None)
     return ObservedState(
         models=models, experiments=experiments, runs=runs, runs_by_id=by_id, ledger=ledger
     )

@@ -210,6 +210,15 @@ class MlflowRegistry:
             out[name] = dataclasses.replace(om, versions=dict(sorted(versions.items())))
         return dict(sorted(out.items()))
 
+    def model_tags(self, name: str) -> Mapping[str, str] | None:
+        try:
+            rm = self._call(
+                "get registered model", lambda: self._registry.get_registered_model(name)
+            )
+        except NotFound:
+            return None
+        return frozen_map({k: str(v) for k, v in (rm.tags or {}).items()})
+
     def versions_of_run(self, model: str, run_id: str) -> list[ObservedVersion]:
         flt = f"name = {_quote(model)} AND run_id = {_quote(run_id)}"
         found = self._pages(

@@ -145,12 +145,12 @@ class ObservedState:
     """Run id -> content digest, for the runs regctl has proven (LEDGER_MODEL's tags)."""
 
 
-def ledger_entries(model: ObservedModel | None) -> dict[str, str]:
-    """The proven runs recorded on the ledger model: run id -> `sha256:...` digest."""
-    if model is None:
+def ledger_entries(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """The proven runs recorded on the ledger model's tags: run id -> `sha256:...` digest."""
+    if tags is None:
         return {}
     out = {}
-    for key, value in model.tags.items():
+    for key, value in tags.items():
         if key.startswith(LEDGER_TAG_PREFIX) and value.startswith("sha256:"):
             out[key[len(LEDGER_TAG_PREFIX) :]] = value
     return out

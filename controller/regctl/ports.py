@@ -37,6 +37,10 @@ class RegistryReader(Protocol):
         """Models (with versions and aliases); all of them when `names` is None."""
         ...
 
+    def model_tags(self, name: str) -> Mapping[str, str] | None:
+        """One registered model's tags (one request); None when it does not exist."""
+        ...
+
     def versions_of_run(self, model: str, run_id: str) -> list[ObservedVersion]:
         """Live versions of `model` registered from `run_id` (find-by-run)."""
         ...

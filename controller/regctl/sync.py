@@ -166,7 +166,7 @@ def sync(
         else:
             found[(exp, name)] = refs[0]
     if ledger is None:
-        ledger = ledger_entries(store.search_models([LEDGER_MODEL]).get(LEDGER_MODEL))
+        ledger = ledger_entries(store.model_tags(LEDGER_MODEL)) if found else {}
     claims = [(i.experiment, i.record) for i in items if i.key in found]
     proofs = prove(claims, found, store, ledger, known=known, workers=workers)
     for item in items:
