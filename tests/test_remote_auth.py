@@ -2,15 +2,16 @@
 
 The pull-request plan job runs the branch's code with the plan credential, so whoever can
 push a branch holds it. These tests follow the recipe in docs/remote.md ("A read-only
-credential for the plan job") step by step on a loopback server and prove what it
-promises: the reader plans (`diff`, `check`), cannot write anything through regctl
+credential with MLflow's basic-auth app") step by step on a loopback server and prove
+what it promises: the reader plans (`diff`, `check`), cannot write anything through regctl
 (`apply` exits 1 with one line and the registry is unchanged) nor around it (no new
 model or experiment: that needs `--enable-workspaces`), while the writer's role is enough
 for the apply job's `sync` and `apply`.
 
 The server (SQLite, one worker, job execution off, workspaces on) starts once for this
-module: about 15-20 s here, against 5-6 s for the plain test server, because the auth app
-migrates its own database and starts its own workers.
+module: 17 s to a minute measured on this 2-core machine, with the load (the plain test
+server: 5-6 s); the auth app creates and migrates its own database first. regctl runs in
+this process except for the one `apply` that must show what a fresh CI process prints.
 """
 
 from __future__ import annotations
