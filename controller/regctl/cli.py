@@ -490,8 +490,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("interrupted")
         return ExitCode.INTERRUPTED
     except click.ClickException as exc:
-        # It may quote an argument (a model name from a workflow): one line, no escapes.
-        exc.message = escape.text(exc.message)  # type: ignore[misc]  # Final in click's stubs
         exc.show()
         return ExitCode.ERROR
     except (InputError, PlanError) as exc:
