@@ -69,6 +69,7 @@ PAYLOADS = (
     "\u202e",
     "`` ` ``",
     "\x9b31m",
+    "\n```\n<img src=x onerror=alert(1)>\n```diff",  # closes the diff fence, reopens it
 )
 HOSTILE = " ".join(PAYLOADS)
 # MLflow refuses '/' and ':' in model names; everything else goes
@@ -268,8 +269,9 @@ SLOTS = (
     "unmanaged_desc",
     "param",
     "provenance",
+    "manifest",
 )
-NAMES = ("model", "orphan", "run4")  # MLflow model names and a directory name: no '/' or ':'
+NAMES = ("model", "orphan", "run4", "manifest")  # MLflow model names and file names: no '/' or ':'
 PRINTABLE = ("run4",)  # regctl refuses run directory names with control characters
 
 POLICY = """\
@@ -385,7 +387,7 @@ def _build(url: str, root: Path, s: dict[str, str]) -> World:
     (run_dir / "pipeline_config.json").write_text(json.dumps(config))
     (run_dir / "metrics.json").write_text(json.dumps({"rmse_test": 0.05}))
     (run_dir / "model.txt").write_text("tree\n")
-    (repo / "manifests" / "m.yaml").write_text(
+    (repo / "manifests" / f"{s['manifest']}.yaml").write_text(
         "apiVersion: regctl/v1\n"
         "kind: RegisteredModel\n"
         f"name: {_q(s['model'])}\n"
@@ -482,6 +484,7 @@ def test_markdown_hostile_values_create_no_element(worlds: tuple[World, World], 
     types_h = collections.Counter(t.type for t in _tokens(out_h))
     assert types_h == types_b  # no link, image, HTML, heading, emphasis, fence or cell more
     assert not ELEMENTS & set(types_h)
+    assert not FORBIDDEN_TEXT.search(out_h)  # no bidi trick in the comment, fence included
     assert {t.info for t in _tokens(out_h) if t.type == "fence"} <= {"diff"}
     # each table row has as many cells as its header, split the way GitHub splits it
     assert _cell_counts(out_h) == _cell_counts(out_b)
@@ -534,6 +537,8 @@ def test_github_annotations_stay_one_command_each(worlds: tuple[World, World]) -
         assert not re.search(r"%(?!25|0D|0A|3A|2C)", m.group(3))
     assert not FORBIDDEN_TEXT.search(out) and "\r" not in out
     assert "@octocat" in out  # the values are there, escaped
+    manifest = f"manifests/{hostile.s['manifest']}.yaml"  # a file name is hostile too
+    assert f"::error file={escape.annotation_property(manifest)},line=" in out
 
 
 @pytest.mark.server
