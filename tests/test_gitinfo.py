@@ -607,4 +607,4 @@ def test_render_log_strips_terminal_escapes() -> None:
     )
     text = render_log("churn", [sneaky], "text")
     assert "\x1b" not in text
-    assert "?[2Jhi" in text
+    assert "\\x1b[2Jhi" in text  # shown as an escape (regctl.escape.text)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from regctl import escape
 from regctl.errors import InputError
 from regctl.policy import (
     PolicyReport,
     PolicySet,
     Result,
     Subject,
-    _gh_data,
     alias_comparison,
     evaluate,
     load_policies,
@@ -852,7 +852,7 @@ def test_render_github_annotations(tmp_path: Path) -> None:
 
 
 def test_render_github_escapes_percent_and_newlines(tmp_path: Path) -> None:
-    assert _gh_data("5% a\r\nb") == "5%25 a%0D%0Ab"
+    assert escape.annotation("5% a\r\nb") == "5%25 a\\r\\nb"
     ps = policy(tmp_path, NO_REGRESSION)
     holders = {(MODEL, "Production"): incumbent()}
     evil = "run\nname"
@@ -869,9 +869,9 @@ def test_render_markdown_escapes_cells(tmp_path: Path) -> None:
     out = render_report(mixed_report(tmp_path), "markdown")
     assert out.startswith("### Policy check\n\n**1 denied** · 1 warned · 1 waived · 3 passed\n")
     assert "| Outcome | Model | Version | Run | Policy / rule | Observed | Bound | Detail |" in out
-    assert "| **deny** | btcusdt-1h-inference-7d-logret | new | " in out
-    assert "run\\|&lt;b&gt;" in out
-    assert "<b>" not in out
+    assert "| **deny** | `btcusdt-1h-inference-7d-logret` | new | " in out
+    assert "| `run\\|<b>` |" in out  # a code span: data, not HTML (tests/test_injection.py)
+    assert "<b>" not in out.replace("`run\\|<b>`", "")
     assert "waived until 2026-12-31" in out
     assert "<details>" not in out
     verbose = render_report(mixed_report(tmp_path), "markdown", verbose=True)

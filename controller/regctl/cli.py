@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from regctl import escape
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ class Opts:
 
 
 def _err(message: str) -> None:
-    click.echo(message, err=True)
+    # Messages quote registry and file values: one line, no terminal escapes.
+    click.echo(escape.text(message), err=True)
 
 
 def _is_tty(stream: Any) -> bool:
@@ -185,7 +187,7 @@ def sync_cmd(
         _err(f"warning: {w}")
     if dry_run:
         for name in report.pending:
-            click.echo(f"  + {name}")
+            click.echo(escape.text(f"  + {name}"))
         click.echo(
             f"would log or resume {len(report.pending)} run(s); "
             f"{len(report.skipped)} already logged"
@@ -422,7 +424,7 @@ def unlock_cmd(opts: Opts, lease_id: str) -> int:
         lease = app.unlock(registry, lease_id)
     finally:
         registry.close()
-    click.echo(f"Broke lease {lease.id} held by {lease.holder}.")
+    click.echo(escape.text(f"Broke lease {lease.id} held by {lease.holder}."))
     return ExitCode.OK
 
 

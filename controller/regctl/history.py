@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from regctl import escape
 from regctl.errors import InputError
 from regctl.yamlfile import parse_documents
 
@@ -199,11 +200,6 @@ def promotions(
     return events
 
 
-def _clean(text: str) -> str:
-    # Commit subjects and author names are anyone's text: no terminal escapes.
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
-
-
 def render_log(model: str, events: Sequence[Event], fmt: str, *, alias: str | None = None) -> str:
     """Events as `text` (one block per commit) or versioned `json`, in the given order.
 
@@ -233,12 +229,13 @@ def render_log(model: str, events: Sequence[Event], fmt: str, *, alias: str | No
         raise ValueError(f"unknown format {fmt!r} (text, json)")
     if not events:
         what = f"alias {alias} of {model}" if alias else model
-        return f"No promotions of {what} in the git history.\n"
+        return escape.text(f"No promotions of {what} in the git history.") + "\n"
     blocks = []
     for e in events:
         c = e.commit
-        lines = [_clean(f"{c.date}  {c.author}  {c.short}  {c.subject}")]
-        lines += [f"    {_clean(m)}" for m in e.moves]
-        lines += [f"    ! {_clean(n)}" for n in e.notes]
+        # Commit subjects, author names and manifest values are anyone's text.
+        lines = [escape.text(f"{c.date}  {c.author}  {c.short}  {c.subject}")]
+        lines += [escape.text(f"    {m}") for m in e.moves]
+        lines += [escape.text(f"    ! {n}") for n in e.notes]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
+from regctl import escape
 from regctl.diff import diff, source_path
 from regctl.errors import ExitCode, InputError, Location, PlanError, Problem, RegctlError
 from regctl.lease import LEASE_MODEL
@@ -958,7 +959,7 @@ def render_report(
         lines.append("Next: `regctl diff` shows what the warnings above leave to change.")
     elif not report.errors:
         lines.append("Next: `regctl diff` shows no changes.")
-    return "\n".join(lines) + "\n"
+    return "".join(escape.text(line) + "\n" for line in lines)  # names are the registry's
 
 
 _STATUSES = ("created", "updated", "unchanged", "failed")

@@ -50,6 +50,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
+from regctl import escape
 from regctl.app import Settings, find_repo, open_registry, resolve_tracking
 from regctl.errors import NotFound, RegctlError
 from regctl.model import PROVENANCE_PREFIX, ObservedModel, ObservedVersion, RunRef, frozen_map
@@ -483,7 +484,10 @@ def resolve_command(
 
 
 def render_text(resolved: Resolved, downloaded: Downloaded | None = None) -> str:
-    """Human-readable, deterministic: keys sorted, one line per param, metric and tag."""
+    """Human-readable, deterministic: keys sorted, one line per param, metric and tag.
+
+    Every value is the registry's or the run's: each line goes through `escape.text`.
+    """
     r = resolved
     lines = [
         f"{r.target}: {r.model} version {r.version}",
@@ -509,7 +513,7 @@ def render_text(resolved: Resolved, downloaded: Downloaded | None = None) -> str
             f"to {downloaded.directory}"
         )
         lines.append(f"model file: {downloaded.directory / r.model_file}")
-    return "\n".join(lines)
+    return "\n".join(escape.text(line) for line in lines)
 
 
 def render_json(resolved: Resolved, downloaded: Downloaded | None = None) -> str:
@@ -520,7 +524,7 @@ def render_json(resolved: Resolved, downloaded: Downloaded | None = None) -> str
             "directory": str(downloaded.directory),
             "files": [{"path": f.path, "size": f.size} for f in downloaded.files],
         }
-    return _dumps(data).rstrip("\n")
+    return escape.json_text(_dumps(data)).rstrip("\n")
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -64,6 +64,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from regctl import escape
 from regctl.errors import ExitCode, InputError, Location, Problem
 from regctl.manifest import _Strict, alias_problem, display_path, validate_document
 from regctl.yamlfile import Document, Path_, dotted, load_documents
@@ -1529,6 +1530,9 @@ def render_report(report: PolicyReport, fmt: str, *, verbose: bool = False) -> s
 
     Text and markdown list passing results only when `verbose` (markdown folds them into
     a collapsed section); json always holds every result. The output ends with a newline.
+    Names, runs, locations, policy and rule names, findings and waiver reasons are
+    hostile: each format escapes them with `regctl.escape` (text lines, code spans in
+    table cells, workflow-command escaping, inert JSON).
     """
     if fmt == "text":
         return _render_text(report, verbose=verbose)
@@ -1563,7 +1567,7 @@ _LABELS: Final[Mapping[Outcome, str]] = {
 
 def _render_text(report: PolicyReport, *, verbose: bool) -> str:
     lines = [
-        f"{r.location + ': ' if r.location else ''}{_LABELS[r.outcome]}: {r.message}"
+        escape.text(f"{r.location + ': ' if r.location else ''}{_LABELS[r.outcome]}: {r.message}")
         for r in report.results
         if verbose or r.outcome != "pass"
     ]
@@ -1580,20 +1584,7 @@ def _render_json(report: PolicyReport) -> str:
         "results": [r.to_json() for r in report.results],
         "summary": summary,
     }
-    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-
-
-def _md(text: str) -> str:
-    # Run names and reasons come from people and servers: keep them from closing the
-    # table cell or injecting HTML into the pull-request comment.
-    return (
-        _oneline(text)
-        .replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("|", "\\|")
-        .replace("`", "\\`")
-    )
+    return escape.json_text(json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False)) + "\n"
 
 
 _MD_HEADER: Final = (
@@ -1609,15 +1600,17 @@ def _md_row(r: Result) -> str:
     if r.waiver_expires is not None:
         state = "waived until" if r.outcome == "waived" else "waiver expired on"
         detail += f"; {state} {r.waiver_expires.isoformat()}: {r.waiver_reason}"
+    # Every cell but the outcome and the version number is a value: a code span.
+    md = escape.md_cell
     cells = (
         outcome,
-        _md(r.model),
+        md(r.model),
         version,
-        _md(r.run),
-        _md(f"{r.policy} / {r.rule}"),
-        _md(r.observed),
-        _md(r.bound),
-        _md(detail),
+        md(r.run),
+        md(f"{r.policy} / {r.rule}"),
+        md(r.observed),
+        md(r.bound),
+        md(detail),
     )
     return "| " + " | ".join(cells) + " |"
 
@@ -1650,16 +1643,6 @@ def _render_markdown(report: PolicyReport, *, verbose: bool) -> str:
     return "\n".join(out) + "\n"
 
 
-def _gh_data(text: str) -> str:
-    # GitHub's workflow-command escaping (toolkit/core command.ts: escapeData).
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _gh_property(text: str) -> str:
-    # Property values also escape ':' and ',' (escapeProperty).
-    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
 _LOCATION_RE: Final = re.compile(r"^(?P<file>.+?)(?::(?P<line>\d+))?(?::(?P<col>\d+))?$", re.S)
 _GH_LEVELS: Final[Mapping[Outcome, str]] = {
     "deny": "error",
@@ -1678,14 +1661,14 @@ def _render_github(report: PolicyReport) -> str:
         props = []
         m = _LOCATION_RE.match(r.location)
         if m is not None and r.location:
-            props.append(f"file={_gh_property(m.group('file'))}")
+            props.append(f"file={escape.annotation_property(m.group('file'))}")
             if m.group("line"):
                 props.append(f"line={m.group('line')}")
             if m.group("col"):
                 props.append(f"col={m.group('col')}")
-        props.append(f"title={_gh_property(f'{r.policy}/{r.rule}')}")
+        props.append(f"title={escape.annotation_property(f'{r.policy}/{r.rule}')}")
         message = r.message if r.outcome != "waived" else f"waived: {r.message}"
-        lines.append(f"::{level} {','.join(props)}::{_gh_data(message)}")
+        lines.append(f"::{level} {','.join(props)}::{escape.annotation(message)}")
     lines.append(_summary(report))
     return "\n".join(lines) + "\n"
 
@@ -1701,11 +1684,8 @@ def _num(x: float) -> str:
 
 
 def _oneline(text: str) -> str:
-    """Escape control characters so that a message stays one line."""
-    return "".join(
-        ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x20 or ord(ch) == 0x7F else ch
-        for ch in text
-    )
+    """Escape control characters so that a message stays one line (`escape.text`)."""
+    return escape.text(text)
 
 
 # --------------------------------------------------------------------------- review

@@ -2,6 +2,12 @@
 
 One describe handler per change type; every format is built from those lines, so a new
 change type needs one function here and one in apply.
+
+Every name, description, tag, run id, path and the target come from the registry, the
+manifests or a run directory: `regctl.escape` renders them as data. Text lines go
+through `escape.text` whole (colour is added after it); in markdown each value is an
+inline code span (`escape.md_code`, `escape.md_cell` in tables), and the describe lines
+inside the ```diff fence are `escape.text` lines, so no value can close the fence.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import json
 from functools import singledispatch
 from typing import Any
 
+from regctl import escape
 from regctl.plan import (
     Change,
     CreateModel,
@@ -156,24 +163,26 @@ def _evidence(review: Review | None, change: Change) -> list[str]:
 def render_text(plan: Plan, *, color: bool = False, review: Review | None = None) -> str:
     """Terraform-like text, grouped by model, in apply order within each model."""
 
-    def paint(sym: str, text: str) -> str:
+    esc = escape.text
+
+    def paint(sym: str, text: str) -> str:  # after escaping: the only raw escapes
         return f"{_COLORS[sym]}{text}{_RESET}" if color else text
 
     out: list[str] = []
     if plan.empty:
-        out.append(f"No changes. The registry at {plan.target} matches the manifests.")
+        out.append(esc(f"No changes. The registry at {plan.target} matches the manifests."))
     else:
-        out.append(f"regctl will make these changes to {plan.target}:")
+        out.append(esc(f"regctl will make these changes to {plan.target}:"))
     for name, changes in _groups(plan):
         out.append("")
-        out.append(f"  # {name}" if name else "  # runs to log (sync)")
+        out.append(esc(f"  # {name}") if name else "  # runs to log (sync)")
         for c in changes:
             sym = symbol(c)
             head, lines = describe(c)
-            out.append(paint(sym, f"  {sym} {head}"))
-            out.extend(f"      {line}" for line in [*lines, *_evidence(review, c)])
+            out.append(paint(sym, esc(f"  {sym} {head}")))
+            out.extend(esc(f"      {line}") for line in [*lines, *_evidence(review, c)])
         for note in (n for n in plan.notes if n.model == name):
-            out.append(paint("!", f"  ! {note.message}"))
+            out.append(paint("!", esc(f"  ! {note.message}")))
     if not plan.empty:
         out.append("")
         out.append(summary_line(plan))
@@ -184,17 +193,20 @@ def render_text(plan: Plan, *, color: bool = False, review: Review | None = None
 
 
 def _comparison_table(comp: Comparison) -> list[str]:
-    inc = f"incumbent `{comp.incumbent}`" if comp.incumbent else "incumbent (none)"
+    code = escape.md_code
+    inc = "incumbent (none)" if comp.incumbent is None else f"incumbent {code(comp.incumbent)}"
     out = [
         "",
-        f"**`{comp.model}` {comp.alias}**: candidate `{comp.candidate}` vs {inc}",
+        f"**{code(comp.model)} {code(comp.alias)}**: candidate {code(comp.candidate)} vs {inc}",
         "",
         "| metric | candidate | incumbent | delta |",
         "| --- | ---: | ---: | ---: |",
     ]
     for row in comp.rows:
         delta = "" if row.delta is None else f"{row.delta:+.6g}"
-        name = f"**{row.metric}**" if row is comp.rows[0] and comp.primary_metric else row.metric
+        name = escape.md_cell(row.metric)
+        if row is comp.rows[0] and comp.primary_metric:
+            name = f"**{name}**"
         out.append(f"| {name} | {_fmt(row.candidate)} | {_fmt(row.incumbent)} | {delta} |")
     return out
 
@@ -203,9 +215,10 @@ def render_markdown(plan: Plan, review: Review | None = None) -> str:
     """The plan as a pull-request comment: summary, changes, verdicts, alias evidence."""
     out = ["### regctl plan", ""]
     if plan.empty:
-        out.append(f"No changes: the registry at `{plan.target}` matches the manifests.")
+        target = escape.md_code(plan.target)
+        out.append(f"No changes: the registry at {target} matches the manifests.")
     else:
-        out.append(f"**{summary_line(plan)}** Target: `{plan.target}`")
+        out.append(f"**{summary_line(plan)}** Target: {escape.md_code(plan.target)}")
     if review is not None:
         report = review.report
         head = "**Policy: denied**" if report.denied else "**Policy: passed**"
@@ -214,17 +227,21 @@ def render_markdown(plan: Plan, review: Review | None = None) -> str:
         )
         out += ["", f"{head} ({counts})"]
     for name, changes in _groups(plan):
-        out += ["", f"#### `{name}`" if name else "#### runs to log (sync)", ""]
+        out += ["", f"#### {escape.md_code(name)}" if name else "#### runs to log (sync)", ""]
         if changes:
+            # One line per value (escape.text) and every line starts with a symbol or
+            # six spaces: nothing inside can close the fence.
             out.append("```diff")
             for c in changes:
                 head, lines = describe(c)
-                out.append(f"{symbol(c)} {head}")
+                out.append(escape.text(f"{symbol(c)} {head}"))
                 pad = "+" if symbol(c) == "+" else " "
-                out.extend(f"{pad}     {line}" for line in [*lines, *_evidence(review, c)])
+                out.extend(
+                    escape.text(f"{pad}     {line}") for line in [*lines, *_evidence(review, c)]
+                )
             out.append("```")
         for note in (n for n in plan.notes if n.model == name):
-            out.append(f"- {note.message}")
+            out.append(f"- {escape.md_code(note.message)}")
     if review is not None:
         if review.comparisons:
             out += ["", "#### Alias moves"]
@@ -251,7 +268,7 @@ def render_json(plan: Plan, review: Review | None = None) -> str:
             }
             for c in review.comparisons
         ]
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"  # ASCII: \u escapes only
 
 
 def render(plan: Plan, fmt: str, *, color: bool = False, review: Review | None = None) -> str:
