@@ -355,6 +355,8 @@ def test_a_waiver_binds_to_one_run_never_to_a_name(
     )
     lgbm = b.repo / "policies" / "lgbm.yaml"
     shipped = lgbm.read_text()
+    code, out, err = run_cli(*args(b, "check"))  # check prints the binding to paste
+    assert code == 3 and f"a waiver of this run gives: run: {A}, digest: {digest}" in out
 
     # a name alone binds nothing; check prints the line to paste
     lgbm.write_text(shipped + waiver(model, f"run: {A}"))

@@ -1566,11 +1566,15 @@ _LABELS: Final[Mapping[Outcome, str]] = {
 
 
 def _render_text(report: PolicyReport, *, verbose: bool) -> str:
-    lines = [
-        escape.text(f"{r.location + ': ' if r.location else ''}{_LABELS[r.outcome]}: {r.message}")
-        for r in report.results
-        if verbose or r.outcome != "pass"
-    ]
+    lines = []
+    for r in report.results:
+        if not verbose and r.outcome == "pass":
+            continue
+        where = r.location + ": " if r.location else ""
+        lines.append(escape.text(f"{where}{_LABELS[r.outcome]}: {r.message}"))
+        if r.failed and r.waive_with is not None and r.waiver_note is None:
+            # the binding a waiver of exactly this run needs, ready to paste
+            lines.append(escape.text(f"  a waiver of this run gives: {r.waive_with}"))
     lines.append(_summary(report))
     return "\n".join(lines) + "\n"
 
