@@ -22,6 +22,7 @@ from regctl.model import (
     DesiredState,
     DesiredVersion,
     frozen_map,
+    is_lease_model,
 )
 from regctl.yamlfile import Document, dotted, load_documents, parse_documents, read_limit
 
@@ -201,6 +202,8 @@ def _check_model(
                 ("versions", i, "description"),
                 "empty: write description: '' to clear it, or remove the key",
             )
+    if is_lease_model(spec.name):
+        at(("name",), f"{spec.name!r} is the name of regctl's apply lease, not a model's")
     for key in spec.tags:
         if key.startswith(PROVENANCE_PREFIX):
             at(

@@ -144,8 +144,11 @@ def sync(
     dry_run: bool = False,
     progress: Progress | None = None,
     workers: int = 1,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SyncReport:
-    """Log every item (see module doc). Raises before any write if any item conflicts."""
+    """Log every item (see module doc). Raises before any write if any item conflicts.
+
+    `should_stop` is asked before every write (the lease was lost): then SyncStopped."""
     report = SyncReport()
     exp_names = sorted({i.experiment for i in items})
     exp_ids = store.experiments(exp_names)
@@ -204,6 +207,10 @@ def sync(
     if dry_run or not todo:
         return report
 
+    def halt(what: str) -> None:
+        if should_stop is not None and should_stop():
+            raise SyncStopped(f"sync stopped before {what}")
+
     counter = _Uploads(
         sum(len(i.record.files) for i, _ in todo),
         sum(f.size for i, _ in todo for f in i.record.files),
@@ -212,10 +219,12 @@ def sync(
     for item, found_ref in todo:
         exp_id = exp_ids.get(item.experiment)
         if exp_id is None:
+            halt(f"creating experiment {item.experiment!r}")
             exp_id = store.create_experiment(item.experiment)
             exp_ids[item.experiment] = exp_id
         now = int(time.time() * 1000)
         have: dict[str, int] = {}
+        halt(f"logging {item.display}")
         if found_ref is None:
             ref = store.create_run(exp_id, item.record.run_name, now)
             report.created.append(item.record.run_name)
@@ -240,13 +249,19 @@ def sync(
         def upload(f: RunFile, ref: RunRef = ref, item: SyncItem = item) -> None:
             local = str(Path(item.record.run_dir, *f.rel_path.split("/")))
             _check_regular(local, item)
+            halt(f"uploading {item.display}/{f.rel_path}")
             store.upload_artifact(ref, local, f.rel_path)
             counter.add(1, f.size, uploaded=True)
 
         _run_all(upload, missing, workers)
         report.files, report.bytes = counter.files, counter.bytes
+        halt(f"finishing {item.display}")
         store.finish_run(ref.run_id, "FINISHED", int(time.time() * 1000))
     return report
+
+
+class SyncStopped(RegctlError):
+    """Sync stopped before a write because its caller asked it to (`should_stop`)."""
 
 
 class _Uploads:
