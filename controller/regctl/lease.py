@@ -472,7 +472,10 @@ class Holder:
         self.ensure()
         self._verify(_read(self.store))
         ticks, wall = self.ticks(), self.clock()
-        self.store.set_model_tag(self.lease.model, _EXPIRES, f"{wall + self.ttl:.3f}")
+        try:
+            self.store.set_model_tag(self.lease.model, _EXPIRES, f"{wall + self.ttl:.3f}")
+        except NotFound:
+            raise self._lose("its registered model is gone (taken over and cleaned up)") from None
         self._verify(_read(self.store))
         with self._lock:
             # a refresh that ends after the holder lapsed does not revive it
