@@ -543,12 +543,13 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> list[Holder]:
 def run_dirs(b: Backend, uniq: str, n: int) -> None:
     entries = ""
     for i in range(n):
-        d = b.repo / "runs" / f"run_{i}"
+        name = f"run_hmm_20250101_12000{i}"
+        d = b.repo / "runs" / name
         d.mkdir(parents=True)
         (d / "pipeline_config.json").write_text(json.dumps({"model_type": "hmm", "dataset": "d"}))
         (d / "metrics.json").write_text(json.dumps({"bic_final": 1.0 + i}))
         (d / "model.joblib").write_text(f"model {i}")
-        entries += f"  - run: run_{i}\n    run_dir: runs/run_{i}\n"
+        entries += f"  - run: {name}\n    run_dir: runs/{name}\n"
     write_manifest(
         b.repo,
         "m",
