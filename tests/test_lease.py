@@ -459,6 +459,14 @@ def test_hostile_lease_tags_are_data(registry: MlflowRegistry) -> None:
     message = str(caught.value)
     assert evil.lease.id in message and "mallory" in message
     assert not any(ord(ch) < 32 for ch in message), message
+    # a pid no process can have, claimed on this machine: unknown, so held until it expires
+    me = this_process()
+    for key, value in (("host", me.host), ("machine", me.machine), ("pid", "9" * 12)):
+        registry.set_model_tag(evil.lease.model, f"regctl.lease.{key}", value)
+    with pytest.raises(LeaseHeld, match="mallory"):
+        acquire(registry, "me", "", timeout=0, clock=clock.time)
+    broken = break_lease(registry, evil.lease.id)  # what `regctl unlock` prints
+    assert "mallory" in broken.holder and broken.holder.isprintable()
 
 
 def test_a_live_legacy_lease_blocks_and_a_stale_one_does_not(registry: MlflowRegistry) -> None:

@@ -99,6 +99,7 @@ MAX_TTL = 60.0
 DEFAULT_TTL = MAX_TTL
 _GENERATION = re.compile(r"regctl-lease-(0|[1-9][0-9]{0,29})")
 _MAX_GENERATION = 10**30 - 1
+_PID_MAX = 4_194_304  # Linux's PID_MAX_LIMIT: a larger "pid" is no process
 
 _ID = "regctl.lease.id"
 _HOLDER = "regctl.lease.holder"
@@ -188,7 +189,7 @@ def _exists(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process (EPERM): it exists
+    except (OSError, OverflowError):  # another user's process (EPERM): it exists
         return True
     return True
 
@@ -313,7 +314,8 @@ def _parse(model: ObservedModel, generation: int) -> Lease | None:
         return None
     process = None
     pid = t.get(_PID, "")
-    if generation and pid.isascii() and pid.isdigit() and len(pid) <= 10:
+    known = pid.isascii() and pid.isdigit() and len(pid) <= 7 and 0 < int(pid) <= _PID_MAX
+    if generation and known:
         started = t.get(_STARTED, "")
         process = Process(
             t.get(_HOST, ""),
@@ -323,8 +325,8 @@ def _parse(model: ObservedModel, generation: int) -> Lease | None:
         )
     return Lease(
         id=lease_id,
-        holder=t.get(_HOLDER, "?"),
-        commit=t.get(_COMMIT, ""),
+        holder=_shown(t.get(_HOLDER, "?"), 200),  # for messages only: made printable here
+        commit=_shown(t.get(_COMMIT, ""), 64),
         acquired_at=acquired,
         expires_at=expires,
         generation=generation,
