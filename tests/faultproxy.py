@@ -4,7 +4,8 @@ Each request is matched against the proxy's rules in order; the first rule that 
 decides what happens: forward it, answer with a status without forwarding, forward it
 and then drop the response (the server has committed, the client never hears), or hang.
 Every request is logged, and `on_forwarded` lets a test act (e.g. SIGKILL the client)
-right after the server answered a request.
+right after the server answered a request; inside it, `request_body()` is that request's
+body.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class FaultProxy:
         self.log: list[tuple[str, str, str]] = []  # (method, path, what happened)
         self.on_forwarded: Callable[[str, str, int], None] | None = None
         self.lock = threading.Lock()
+        self._local = threading.local()
         self._hung: list[socket.socket] = []
         proxy = self
 
@@ -88,6 +90,7 @@ class FaultProxy:
                     return
                 status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
                 if proxy.on_forwarded is not None:
+                    proxy._local.body = body
                     proxy.on_forwarded(self.command, self.path, status)
                 if action == "drop":
                     # the server did the work; the client's connection dies unanswered
@@ -135,6 +138,10 @@ class FaultProxy:
             return resp.status, resp.getheaders(), resp.read()
         finally:
             conn.close()
+
+    def request_body(self) -> bytes:
+        """The body of the request whose `on_forwarded` call is running (in its thread)."""
+        return bytes(getattr(self._local, "body", b""))
 
     def add(self, *rules: Rule) -> None:
         with self.lock:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from regctl.lease import LEASE_MODEL
+from regctl.lease import acquire, is_lease_model
+from regctl.mlflow_store import MlflowRegistry
 
 from conftest import REPO, Backend, Recorder, write_manifest
 
@@ -59,7 +60,8 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> WriteCounter:
 
             def wrapped(*a: Any, _fn: Any = fn, _name: str = name, **k: Any) -> Any:
                 # the apply lease is a registered model too; it is counted apart
-                target = counter.lease if a and a[0] == LEASE_MODEL else counter.calls
+                lease = a and isinstance(a[0], str) and is_lease_model(a[0])
+                target = counter.lease if lease else counter.calls
                 target.append(_name)
                 return _fn(*a, **k)
 
@@ -119,7 +121,9 @@ def test_apply_then_diff_is_empty_and_second_apply_writes_nothing(
     assert writes.calls.count("create_version") == 12
     assert writes.calls.count("set_alias") == 6
     assert first_writes == 23
-    assert writes.lease == ["create_model", "delete_model"]
+    # the lease: its generation created and released; the previous one (if any) deleted
+    assert [w for w in writes.lease if w != "delete_model"] == ["create_model", "set_model_tag"]
+    assert writes.lease.count("delete_model") <= 1
 
     code, out, err = run_cli(*cli_args(backend, "diff", "--exit-code"))
     assert (code, err) == (0, "")
@@ -149,16 +153,19 @@ def test_server_write_requests_counted_over_http(
     server_backend: Backend, uniq: str, run_cli: CLI, http_log: Recorder
 ) -> None:
     scenario(server_backend, uniq)
+    acquire(MlflowRegistry(server_backend.uri), "a test", "", timeout=60).release()
     http_log.clear()
     code, _, err = run_cli(*cli_args(server_backend, "apply", "--auto-approve"))
     assert code == 0, err
     posts = [p for m, p in http_log.writes()]
-    # 5 models + the apply lease (created, then deleted at the end)
+    # 5 models + the apply lease: its generation created, the released one before it
+    # deleted, and its own marked released at the end
     assert sum(p.endswith("/registered-models/create") for p in posts) == 5 + 1
     assert sum(p.endswith("/registered-models/delete") for p in posts) == 1
+    assert sum(p.endswith("/registered-models/set-tag") for p in posts) == 1
     assert sum(p.endswith("/model-versions/create") for p in posts) == 12
     assert sum(p.endswith("/registered-models/alias") for p in posts) == 6
-    assert len(posts) == 23 + 2, posts
+    assert len(posts) == 23 + 3, posts
 
 
 def test_drift_is_shown_and_repaired(backend: Backend, uniq: str, run_cli: CLI) -> None:

@@ -10,13 +10,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import git
 import pytest
 
-from regctl.lease import LEASE_MODEL
+from regctl.lease import is_lease_model
 from regctl.model import PROVENANCE_TAG
 
 from conftest import REPO, Backend, Recorder, write_manifest
@@ -183,13 +184,14 @@ def test_held_lease_blocks_and_unlock_breaks_it_by_id_only(
     server_backend: Backend, uniq: str, run_cli: CLI
 ) -> None:
     from regctl.app import Settings, open_registry
-    from regctl.lease import acquire, current
+    from regctl.lease import LeaseLost, acquire, current
 
     b = server_backend
     b.make_runs(f"{uniq}-exp", ["a"])
     manifest(b, uniq, "m", "  - run: a\n")
     registry = open_registry(Settings(b.repo, b.uri))
-    holder = acquire(registry, "someone else", "abc123", ttl=600)
+    holder = acquire(registry, "someone else", "abc123", timeout=30)
+    holder.start_heartbeat()  # a live holder: it keeps its lease fresh while it works
     try:
         code, _, err = run_cli(*args(b, "apply", "--auto-approve", "--lock-timeout", "1"))
         assert code == 1
@@ -197,26 +199,37 @@ def test_held_lease_blocks_and_unlock_breaks_it_by_id_only(
         code, _, err = run_cli(*args(b, "unlock", "not-the-id"))
         assert code == 1 and "exact id" in err
         assert current(registry) is not None
+        holder.check()  # still held
         code, out, _ = run_cli(*args(b, "unlock", holder.lease.id))
         assert code == 0 and holder.lease.id in out
         assert current(registry) is None
+        with pytest.raises(LeaseLost, match="released or broken"):
+            holder.check()  # the broken holder stops before its next write phase
+        assert holder.should_stop()
     finally:
         holder.release()
     assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
 
 
 def test_stale_lease_is_taken_over(server_backend: Backend, uniq: str, run_cli: CLI) -> None:
+    """A lease from another machine, expired an hour ago and never released."""
     from regctl.app import Settings, open_registry
-    from regctl.lease import acquire, current
+    from regctl.lease import Process, acquire, current
 
     b = server_backend
     b.make_runs(f"{uniq}-exp", ["a"])
     manifest(b, uniq, "m", "  - run: a\n")
     registry = open_registry(Settings(b.repo, b.uri))
-    acquire(registry, "crashed apply", "abc", ttl=-1)  # expired at once, never released
+    elsewhere = Process("another-host", "another-boot pid:[1]", 4242, "17")
+    an_hour_ago = time.time() - 3600
+    crashed = acquire(
+        registry, "crashed apply", "abc", timeout=30, clock=lambda: an_hour_ago, identity=elsewhere
+    )
     code, _, err = run_cli(*args(b, "apply", "--auto-approve", "--lock-timeout", "0"))
     assert code == 0, err
     assert current(registry) is None
+    # the apply that took over cleaned the stale generation up
+    assert crashed.lease.model not in registry.search_models_like("regctl-lease%")
 
 
 def test_two_concurrent_applies_one_writer_and_convergence(
@@ -256,6 +269,9 @@ def test_two_concurrent_applies_one_writer_and_convergence(
     )  # one version per manifest entry
     assert len(versions) == 8
     assert b.client.get_registered_model(f"{uniq}-m").aliases == {"Production": "8"}
-    assert LEASE_MODEL not in {
-        m.name for m in b.client.search_registered_models(f"name = '{LEASE_MODEL}'")
-    }
+    # the lease is free again: every generation left is released
+    leases = b.client.search_registered_models("name LIKE 'regctl-lease%'")
+    assert leases
+    for rm in leases:
+        assert is_lease_model(rm.name)
+        assert rm.tags["regctl.lease.released"] == rm.tags["regctl.lease.id"], rm.tags

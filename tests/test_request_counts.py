@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from regctl.lease import acquire
+from regctl.mlflow_store import MlflowRegistry
+
 from conftest import REPO, Backend, Recorder, write_manifest
 
 CLI = Callable[..., tuple[int, str, str]]
@@ -199,14 +202,16 @@ def test_apply_writes_one_request_per_change_plus_constants(
     - provenance (`regctl.applied`): one tag per touched model (K) and one per promoted
       version (K: the alias target, version 3; the re-described version 1 is recorded
       on its model only);
-    - the lease: one create and one delete of `regctl-lease` (no refresh in a short
-      apply) and, at release, one name-filtered model and version search;
+    - the lease (no refresh in a short apply): one create of its generation, one delete
+      of the released generation before it, the release tag; three lease searches (take,
+      confirm, the check before the changes);
     - reads: three observes (plan, plan again under the lease, verify afterwards), each
       the model pages, one version search, one experiment search, one run search.
     """
     monkeypatch.setenv("REGCTL_COMMIT", "0123456789abcdef")
     b = server_backend
     fleet(b, uniq, k, prod=3, described="v1 reviewed")
+    acquire(MlflowRegistry(b.uri), "a test", "", timeout=60).release()  # one to delete
     pages = model_pages(b)
     http_log.clear()
     code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
@@ -217,18 +222,18 @@ def test_apply_writes_one_request_per_change_plus_constants(
         "POST /registered-models/alias": k,
         "PATCH /model-versions/update": k,
         # provenance
-        "POST /registered-models/set-tag": k,
+        "POST /registered-models/set-tag": k + 1,  # + the lease's release
         "POST /model-versions/set-tag": k,
         # the lease
         "POST /registered-models/create": 1,
         "DELETE /registered-models/delete": 1,
-        # reads: 3 observes + the lease check at release
-        "GET /registered-models/search": 3 * pages + 1,
-        "GET /model-versions/search": 3 + 1,
+        # reads: 3 observes + the lease's 3 searches
+        "GET /registered-models/search": 3 * pages + 3,
+        "GET /model-versions/search": 3,
         "POST /experiments/search": 3,
         "POST /runs/search": 3,
     }
-    assert len(http_log.writes()) == 2 * k + 2 * k + 2
+    assert len(http_log.writes()) == 2 * k + 2 * k + 3
     # nothing left: a second apply reads once and writes nothing
     http_log.clear()
     code, out, _ = run_cli(*args(b, "apply", "--auto-approve"))

@@ -23,9 +23,17 @@ from typing import TYPE_CHECKING
 from regctl import gitinfo
 from regctl.apply import ApplyContext, ApplyReport, apply_plan
 from regctl.diff import MAX_DELETE_SHARE, diff, source_path
-from regctl.errors import Aborted, InputError, Location, PolicyDenied, Problem, RegctlError
+from regctl.errors import (
+    Aborted,
+    ApplyError,
+    InputError,
+    Location,
+    PolicyDenied,
+    Problem,
+    RegctlError,
+)
 from regctl.history import promotions, render_log
-from regctl.lease import Holder, Lease, acquire, break_lease
+from regctl.lease import Holder, Lease, LeaseLost, acquire, break_lease
 from regctl.manifest import (
     display_path,
     load_manifest_texts,
@@ -69,7 +77,7 @@ from regctl.policy import (
 )
 from regctl.ports import Registry, RegistryReader, runs_by_name
 from regctl.proof import Proof, ProofReader, prove
-from regctl.sync import SyncItem, SyncReport, collect, pending_runs, sync
+from regctl.sync import SyncItem, SyncReport, SyncStopped, collect, pending_runs, sync
 
 if TYPE_CHECKING:
     from regctl.sync import Progress
@@ -681,9 +689,39 @@ def provenance(settings: Settings) -> tuple[str, str, str]:
 
 
 def _take_lease(settings: Settings, registry: Registry, timeout: float) -> Holder:
+    """The lease, with its heartbeat running until `release()`."""
     _, actor, commit = provenance(settings)
     holder = f"{actor} on {socket.gethostname()} (pid {os.getpid()})"
-    return acquire(registry, holder, commit, timeout=timeout)
+    lease = acquire(registry, holder, commit, timeout=timeout)
+    lease.start_heartbeat()
+    return lease
+
+
+def _lease_sync(
+    lease: Holder,
+    items: list[SyncItem],
+    registry: Registry,
+    progress: Progress | None,
+    workers: int,
+    *,
+    ledger: Mapping[str, str] | None = None,
+    known: dict[str, str] | None = None,
+) -> SyncReport:
+    """Sync under the lease: checked first, stopped before the next write once lost."""
+    lease.check()
+    try:
+        return sync(
+            items,
+            registry,
+            progress=progress,
+            workers=workers,
+            should_stop=lease.should_stop,
+            ledger=ledger,
+            known=known,
+        )
+    except SyncStopped as err:
+        lease.ensure()
+        raise err
 
 
 def run_sync(
@@ -708,7 +746,7 @@ def run_sync(
         return looked
     lease = _take_lease(settings, registry, lock_timeout)
     try:
-        return sync(items, registry, progress=progress, workers=workers, known=known)
+        return _lease_sync(lease, items, registry, progress, workers, known=known)
     finally:
         lease.release()
 
@@ -790,16 +828,16 @@ def apply(
                 "the registry changed after the plan was shown (another writer?); nothing "
                 "was written. Run apply again to see the new plan"
             )
-        lease.refresh()
         sync_report = None
         run_ids: dict[tuple[str, str], str] = {}
         workers = concurrency if concurrency is not None else default_concurrency(settings)
         if again.items and not no_sync:
-            sync_report = sync(
+            sync_report = _lease_sync(
+                lease,
                 again.items,
                 registry,
-                progress=sync_progress,
-                workers=workers,
+                sync_progress,
+                workers,
                 ledger=again.observed.ledger,
                 known=inputs.proven,
             )
@@ -807,12 +845,19 @@ def apply(
         tag, _, _ = provenance(settings)
         ctx = ApplyContext(writer=registry, reader=registry, run_ids=run_ids, provenance=tag)
 
-        def step(done: int, total: int, change: Change) -> None:
-            lease.refresh()
-            if progress is not None:
-                progress(done, total, change)
+        def stop() -> bool:
+            return lease.should_stop() or (should_stop is not None and should_stop())
 
-        report = apply_plan(plan, ctx, progress=step, should_stop=should_stop, concurrency=workers)
+        lease.check()
+        try:
+            report = apply_plan(plan, ctx, progress=progress, should_stop=stop, concurrency=workers)
+        except ApplyError as err:
+            if lease.holding():
+                raise
+            raise LeaseLost(
+                f"{lease.lost_message()}; applied {err.done} of {err.total} changes, "
+                "run apply again"
+            ) from None
     finally:
         lease.release()
     after = make_plan(

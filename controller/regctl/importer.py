@@ -24,7 +24,7 @@ Decisions taken here:
   run, a second version of the same run and artifact path. Legacy stages are reported
   with the alias that replaces them and noted as a comment on new entries; no alias is
   added that the registry does not hold (the diff would not be empty).
-- `regctl-lease` (apply's lock) and prompts (MLflow stores them as registered models)
+- `regctl-lease-<n>` (apply's lock) and prompts (MLflow stores them as registered models)
   are not models to manage and are skipped.
 - Ownership: `import_models` only reads the registry. `import_command` then marks the
   imported models `regctl.managed=true` when the manifests went to the repository's
@@ -49,9 +49,10 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from regctl import escape
 from regctl.diff import diff, source_path
 from regctl.errors import ExitCode, InputError, Location, PlanError, Problem, RegctlError
-from regctl.lease import LEASE_MODEL
+from regctl.lease import is_lease_model
 from regctl.manifest import API_VERSION, display_path, load_manifests
 from regctl.model import (
+    LEDGER_MODEL,
     MANAGED_TAG,
     PROVENANCE_PREFIX,
     DesiredModel,
@@ -832,8 +833,10 @@ def import_models(
     skipped: list[str] = []
     models: dict[str, ObservedModel] = {}
     for name, m in sorted(found.items()):
-        if name == LEASE_MODEL:
+        if is_lease_model(name):
             skipped.append(f"{name}: regctl's apply lock, not a model")
+        elif name == LEDGER_MODEL:
+            skipped.append(f"{name}: regctl's ledger of proven runs, not a model")
         elif m.tags.get(PROMPT_TAG) == "true":
             skipped.append(f"{name}: an MLflow prompt, not a model")
         else:

@@ -1,36 +1,123 @@
-"""One writer at a time: a lease held in the registry itself.
+"""One writer at a time: a lease held in the registry itself, in numbered generations.
 
-The lease is a registered model named `regctl-lease` whose tags say who holds it, for
-which commit, and until when. Creating a registered model is atomic in MLflow (a second
-create gets RESOURCE_ALREADY_EXISTS), so at most one apply can hold it. A holder refreshes
-its expiry while it works; a lease past its expiry is stale and may be taken over; an
-operator can break one by its id only (`regctl unlock LEASE_ID`), never by accident.
+The lease lives in registered models named `regctl-lease-<n>`, n a decimal number: the
+generation. Tags say who holds it (lease id, holder, host, pid and the pid's start
+time, commit), since when and until when; the description says the same to a person in
+the MLflow UI. The holder is the one whose generation is the HIGHEST, while that
+generation is live: not released, not expired, and its holder process not known to be
+gone. MLflow has no conditional writes, but creating a registered model is atomic (a
+second create of a name gets RESOURCE_ALREADY_EXISTS), and that is what the protocol
+stands on.
 
-Taking over a stale lease is a read, a delete and a create; two processes that both
-saw the same stale lease could race there, so a holder re-reads the lease before each
-refresh and stops if it no longer holds it.
+- Acquire: read every generation (one model search, `name LIKE 'regctl-lease%'`). If any
+  generation is live, or a live legacy `regctl-lease` (regctl before generations), wait
+  or stop naming the holder. Otherwise create generation highest+1: of two acquirers
+  that read the same state, exactly one creates it, the other reads again. The creator
+  reads again (the confirming read) and yields (deletes its generation, backs off,
+  retries) when a higher generation exists or a lower one is live; else it holds the
+  lease and deletes the lower generations (best effort). A create whose response was
+  lost and that the client retried is recognised by its lease id.
+- Hold: `Holder.check()` (my generation is the highest, carries my id, is not released)
+  runs before every write phase. A heartbeat thread refreshes the expiry every ttl/3
+  (read, set `expires_at`, read again) while apply or sync works. When a refresh fails
+  or finds the lease lost, or when the last good refresh is older than 2/3 of the TTL by
+  this machine's clocks (one that counts suspend, and the wall clock), the holder is
+  lost for good: writers stop before their next write (`should_stop`), and a later
+  refresh never revives it.
+- Release marks the generation released (`regctl.lease.released` = its lease id); the
+  next acquirer deletes it. `regctl unlock ID` marks the lease with that exact id.
+- A holder that died is taken over when its generation expires (TTL at most 60 s), and
+  at once when it ran on this machine (same hostname, boot id and pid namespace) and its
+  pid is gone or now belongs to a process with another start time.
+
+Why two writers never both hold it. A writer holds from the confirming read that made
+it win until it is lost or releases. Let X win generation x and Y win y, and let X's
+confirming read come first; suppose X still holds at Y's confirming read r. x ≠ y (the
+create is atomic). At r, x exists: only a later winner's clean-up deletes a winner's
+generation, and that winner's confirming read would have seen x live and yielded. x is
+not released (X releases after it stops holding). x is not expired: X holds at r, so
+its last good refresh g (whose write landed before r) is younger than 2/3 ttl, and it
+set expires_at = g + ttl; a reader whose clock is within ttl/3 of X's sees x live.
+X runs, so it is not known gone. Then Y's confirming read saw x live and lower than y,
+or saw x higher than y: either way Y yielded, a contradiction. The assumptions: the
+server's reads see the writes it has answered, and clocks of hosts sharing a registry
+agree within ttl/3 (20 s).
+
+Why release marks instead of deleting. Every write to a lease model is by name, and a
+write meant for my generation n must never land on another holder's generation n. That
+holds because a generation number, once won, is never won again: a winner's generation
+is deleted only by a later winner's clean-up, so a won generation at least as high
+exists from then on, and whoever creates a lower number yields at its confirming read.
+Deleting on release would give numbers back: Y confirms generation 5 and stalls before
+its yield's delete; W wins 6, cleans 5 up, releases by deleting 6; a crash left a stale
+4, so Z creates 5 and wins; Y wakes up and deletes Z's 5; a fourth acquirer then wins
+5 while Z still holds. Marking keeps numbers growing. The released mark carries the
+lease id, so even after someone deletes a lease model by hand (which breaks it like
+`unlock`: the holder stops at its next check or refresh) and its number is reused, a
+late release of the old holder cannot release the new one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import random
+import re
+import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 from regctl.errors import AlreadyExists, NotFound, RegctlError
-from regctl.model import ObservedModel
+from regctl.model import LEASE_PREFIX, ObservedModel, is_lease_model
 
-LEASE_MODEL = "regctl-lease"
-DEFAULT_TTL = 900.0
+__all__ = [
+    "DEFAULT_TTL",
+    "LEASE_MODEL",
+    "MAX_TTL",
+    "Holder",
+    "Lease",
+    "LeaseHeld",
+    "LeaseLost",
+    "LeaseStore",
+    "Process",
+    "acquire",
+    "break_lease",
+    "current",
+    "is_lease_model",
+    "this_process",
+]
+
+LEASE_MODEL = LEASE_PREFIX
+"""The legacy lease model (regctl before generations); generations are `regctl-lease-<n>`."""
+MAX_TTL = 60.0
+DEFAULT_TTL = MAX_TTL
+_GENERATION = re.compile(r"regctl-lease-(0|[1-9][0-9]{0,29})")
+_MAX_GENERATION = 10**30 - 1
+_PID_MAX = 4_194_304  # Linux's PID_MAX_LIMIT: a larger "pid" is no process
+
+_ID = "regctl.lease.id"
+_HOLDER = "regctl.lease.holder"
+_COMMIT = "regctl.lease.commit"
+_ACQUIRED = "regctl.lease.acquired_at"
+_EXPIRES = "regctl.lease.expires_at"
+_TTL = "regctl.lease.ttl"
+_HOST = "regctl.lease.host"
+_MACHINE = "regctl.lease.machine"
+_PID = "regctl.lease.pid"
+_STARTED = "regctl.lease.pid_start"
+_RELEASED = "regctl.lease.released"
 
 
 class LeaseStore(Protocol):
     """The registry calls a lease needs."""
 
-    def search_models(self, names: Collection[str] | None) -> dict[str, ObservedModel]: ...
+    def search_models_like(self, pattern: str) -> dict[str, ObservedModel]: ...
 
     def create_model(self, name: str, description: str | None, tags: Mapping[str, str]) -> None: ...
 
@@ -44,94 +131,447 @@ class LeaseHeld(RegctlError):
 
 
 class LeaseLost(RegctlError):
-    """This writer's lease was broken or taken over while it worked."""
+    """This writer's lease was broken, taken over or not refreshed in time."""
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """A registry string fit for a one-line message: no control characters, bounded."""
+    out = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+# -- who holds it ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """Where a holder runs: enough to tell, from the same machine, that it is gone.
+
+    `machine` is the kernel's boot id and the pid namespace: two processes with the same
+    value see the same pids. "" when unknown (then only expiry frees the lease).
+    `started` is the pid's start time in clock ticks since boot, "" when unknown.
+    """
+
+    host: str
+    machine: str
+    pid: int
+    started: str
+
+
+def _machine() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f"{boot} {namespace}"
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of a pid from /proc, or None when unreadable."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()  # the command name may hold spaces and ')'
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def this_process() -> Process:
+    """This process, as a lease records it."""
+    pid = os.getpid()
+    stat = _stat(pid)
+    return Process(socket.gethostname(), _machine(), pid, stat[1] if stat else "")
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (EPERM): it exists
+        return True
+    return True
+
+
+def gone(process: Process, here: Process) -> bool:
+    """Whether `process` ran on this machine and is known to have ended.
+
+    Never guesses: another host, an unknown machine identity or a process /proc cannot
+    describe all count as alive.
+    """
+    if not process.machine or process.pid <= 0:
+        return False
+    if (process.host, process.machine) != (here.host, here.machine):
+        return False
+    if not _exists(process.pid):
+        return True
+    stat = _stat(process.pid)
+    if stat is None:
+        return False
+    state, started = stat
+    if state in ("Z", "X"):  # a zombie: it has exited, only its parent has not reaped it
+        return True
+    return bool(process.started) and started != process.started
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Who holds the registry, for which commit, until when (epoch seconds)."""
+    """One generation of the lease: who holds it, for which commit, until when (epoch s)."""
 
     id: str
     holder: str
     commit: str
     acquired_at: float
     expires_at: float
+    generation: int = 0
+    process: Process | None = None
+    released: bool = False
+    ttl: float = DEFAULT_TTL
+
+    @property
+    def model(self) -> str:
+        """The registered model that holds this generation."""
+        return f"{LEASE_PREFIX}-{self.generation}" if self.generation else LEASE_MODEL
 
     def tags(self) -> dict[str, str]:
-        return {
-            "regctl.lease.id": self.id,
-            "regctl.lease.holder": self.holder,
-            "regctl.lease.commit": self.commit,
-            "regctl.lease.acquired_at": f"{self.acquired_at:.0f}",
-            "regctl.lease.expires_at": f"{self.expires_at:.0f}",
+        tags = {
+            _ID: self.id,
+            _HOLDER: self.holder,
+            _COMMIT: self.commit,
+            _ACQUIRED: f"{self.acquired_at:.3f}",
+            _EXPIRES: f"{self.expires_at:.3f}",
+            _TTL: f"{self.ttl:g}",
         }
+        if self.process is not None:
+            tags.update(
+                {
+                    _HOST: self.process.host,
+                    _MACHINE: self.process.machine,
+                    _PID: str(self.process.pid),
+                    _STARTED: self.process.started,
+                }
+            )
+        return tags
+
+    def description(self) -> str:
+        """What a person reading the MLflow UI needs to know."""
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.acquired_at))
+        commit = f" for commit {self.commit}" if self.commit else ""
+        return (
+            f"regctl's apply lease (generation {self.generation}), not a model. Taken by "
+            f"{self.holder}{commit} at {since}; it holds the lease while this is the "
+            f"highest regctl-lease-<n>, its {_RELEASED} tag is unset and {_EXPIRES} (epoch "
+            f"seconds) is in the future: the holder refreshes it every {self.ttl / 3:g} s "
+            "while it writes. Do not edit. Deleting it breaks the lease like "
+            f"`regctl unlock {self.id}`: the holder stops before its next write and writes "
+            "pause until a writer takes the lease again."
+        )
 
     def describe(self, now: float) -> str:
         left = self.expires_at - now
-        when = f"expires in {left:.0f} s" if left > 0 else f"expired {-left:.0f} s ago"
-        commit = f" at commit {self.commit[:12]}" if self.commit else ""
-        return f"lease {self.id} held by {self.holder}{commit} ({when})"
+        if self.released:
+            when = "released"
+        elif left > 0:
+            when = f"expires in {left:.0f} s"
+        else:
+            when = f"expired {-left:.0f} s ago"
+        where = f"generation {self.generation}" if self.generation else f"legacy {LEASE_MODEL}"
+        commit = f" at commit {_shown(self.commit, 12)}" if self.commit else ""
+        who = _shown(self.holder)
+        return f"lease {_shown(self.id, 40)} ({where}) held by {who}{commit} ({when})"
+
+    def live(self, now: float, here: Process) -> bool:
+        """Held as far as a reader at `now` on `here` can tell."""
+        if self.released or not self.expires_at > now:
+            return False
+        return self.process is None or not gone(self.process, here)
 
 
-def _parse(model: ObservedModel) -> Lease | None:
+def _number(tags: Mapping[str, str], key: str, default: float | None = None) -> float:
+    raw = tags.get(key)
+    if raw is None:
+        if default is None:
+            raise ValueError(key)
+        return default
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(key)
+    return value
+
+
+def _parse(model: ObservedModel, generation: int) -> Lease | None:
+    """The lease a model's tags describe, or None when they do not (hostile or half-made)."""
     t = model.tags
+    lease_id = t.get(_ID, "")
+    if not lease_id:
+        return None
     try:
-        return Lease(
-            id=t["regctl.lease.id"],
-            holder=t.get("regctl.lease.holder", "?"),
-            commit=t.get("regctl.lease.commit", ""),
-            acquired_at=float(t.get("regctl.lease.acquired_at", "0")),
-            expires_at=float(t["regctl.lease.expires_at"]),
+        expires = _number(t, _EXPIRES)
+        acquired = _number(t, _ACQUIRED, 0.0)
+        ttl = _number(t, _TTL, DEFAULT_TTL)
+    except ValueError:
+        return None
+    process = None
+    pid = t.get(_PID, "")
+    known = pid.isascii() and pid.isdigit() and len(pid) <= 7 and 0 < int(pid) <= _PID_MAX
+    if generation and known:
+        started = t.get(_STARTED, "")
+        process = Process(
+            t.get(_HOST, ""),
+            t.get(_MACHINE, ""),
+            int(pid),
+            started if started.isascii() and started.isdigit() else "",
         )
-    except (KeyError, ValueError):
-        return None
+    return Lease(
+        id=lease_id,
+        holder=_shown(t.get(_HOLDER, "?"), 200),  # for messages only: made printable here
+        commit=_shown(t.get(_COMMIT, ""), 64),
+        acquired_at=acquired,
+        expires_at=expires,
+        generation=generation,
+        process=process,
+        released=t.get(_RELEASED) == lease_id,
+        ttl=ttl,
+    )
 
 
-def current(store: LeaseStore) -> Lease | None:
-    """The lease as the registry holds it now, or None."""
-    found = store.search_models([LEASE_MODEL]).get(LEASE_MODEL)
-    if found is None:
-        return None
-    return _parse(found) or Lease("?", "unknown (unreadable lease)", "", 0.0, 0.0)
+@dataclass(frozen=True)
+class _State:
+    """Every lease model, as one search saw them. Unreadable generations map to None."""
+
+    generations: dict[int, Lease | None] = field(default_factory=dict)
+    legacy: Lease | None = None
+
+    @property
+    def highest(self) -> int:
+        return max(self.generations, default=0)
+
+    def leases(self) -> list[Lease]:
+        found = [g for _, g in sorted(self.generations.items(), reverse=True) if g is not None]
+        return found + ([self.legacy] if self.legacy is not None else [])
+
+    def live(self, now: float, here: Process) -> Lease | None:
+        """The holder: the highest live generation, else a live legacy lease."""
+        return next((g for g in self.leases() if g.live(now, here)), None)
 
 
-@dataclass
+def _read(store: LeaseStore) -> _State:
+    generations: dict[int, Lease | None] = {}
+    legacy = None
+    for name, model in store.search_models_like(LEASE_PREFIX + "%").items():
+        if name == LEASE_MODEL:
+            legacy = _parse(model, 0) or Lease("?", "unknown (unreadable lease)", "", 0.0, 0.0)
+            continue
+        match = _GENERATION.fullmatch(name)
+        if match:  # other names are not generations (`regctl-lease-07`, ...): ignored
+            generation = int(match.group(1))
+            generations[generation] = _parse(model, generation)
+    return _State(generations, legacy)
+
+
+def current(store: LeaseStore, *, clock: Callable[[], float] = time.time) -> Lease | None:
+    """The lease as a writer here would see it now: the live holder, or None."""
+    return _read(store).live(clock(), this_process())
+
+
+# -- holding it --------------------------------------------------------------------------
+
+
+def _since_boot() -> float:
+    """Seconds on a clock that never jumps and counts time suspended (Linux), else monotonic."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        with contextlib.suppress(OSError):
+            return time.clock_gettime(boottime)
+    return time.monotonic()
+
+
 class Holder:
-    """A held lease: refresh it while working, release it at the end."""
+    """A held lease. `check()` before each write phase, a heartbeat while writing,
+    `should_stop()` between writes, `release()` at the end."""
 
-    store: LeaseStore
-    lease: Lease
-    ttl: float
-    clock: Callable[[], float] = time.time
-    refreshed: float = 0.0
+    def __init__(
+        self,
+        store: LeaseStore,
+        lease: Lease,
+        ttl: float,
+        clock: Callable[[], float] = time.time,
+        ticks: Callable[[], float] = _since_boot,
+        *,
+        good: tuple[float, float] | None = None,
+    ) -> None:
+        self.store = store
+        self.lease = lease
+        self.ttl = ttl
+        self.clock = clock
+        self.ticks = ticks
+        self._good = good if good is not None else (ticks(), clock())  # (ticks, wall)
+        self._lost: str | None = None
+        self._released = False
+        self._lock = threading.Lock()
+        self._beat: tuple[threading.Thread, threading.Event] | None = None
 
-    def refresh(self, *, force: bool = False) -> None:
-        """Extend the expiry (at most every ttl/3 unless forced); stop if the lease was lost."""
+    # the local view: no request
+    def _lapsed_locked(self) -> bool:
+        ticks, wall = self._good
+        limit = self.ttl * 2 / 3
+        if self.ticks() - ticks > limit or self.clock() - wall > limit:
+            if self._lost is None:
+                self._lost = f"no refresh succeeded for {limit:g} s"
+            return True
+        return False
+
+    def holding(self) -> bool:
+        """Whether this writer may still write (no request: its own clocks and flags)."""
+        with self._lock:
+            return self._lost is None and not self._released and not self._lapsed_locked()
+
+    def should_stop(self) -> bool:
+        """For writers between writes: the lease is lost (or released)."""
+        return not self.holding()
+
+    def ensure(self) -> None:
+        """Raise LeaseLost unless this writer still holds the lease (no request)."""
+        if not self.holding():
+            raise LeaseLost(self._message())
+
+    def lost_message(self) -> str:
+        """Why this writer no longer holds the lease."""
+        why = self._lost or "released"
+        return f"lost lease {self.lease.id} (generation {self.lease.generation}): {why}"
+
+    def _message(self) -> str:
+        return self.lost_message() + "; stopping before the next write"
+
+    def _lose(self, why: str) -> LeaseLost:
+        with self._lock:
+            if self._lost is None:
+                self._lost = why
+        return LeaseLost(self._message())
+
+    def _verify(self, state: _State) -> None:
+        mine = state.generations.get(self.lease.generation)
         now = self.clock()
-        if not force and now - self.refreshed < self.ttl / 3:
+        if mine is None or mine.id != self.lease.id:
+            raise self._lose("its registered model is gone or belongs to another writer")
+        if mine.released:
+            raise self._lose("it was released or broken (`regctl unlock`)")
+        higher = [g for g in state.generations if g > self.lease.generation]
+        if higher:
+            other = state.generations[max(higher)]
+            who = other.describe(now) if other else f"generation {max(higher)}"
+            raise self._lose(f"a newer generation exists: {who}")
+
+    def check(self) -> None:
+        """Before a write phase: still the highest generation, mine, not released."""
+        self.ensure()
+        self._verify(_read(self.store))
+        self.ensure()
+
+    def refresh(self) -> None:
+        """Extend the expiry by a TTL: read, set `expires_at`, read again."""
+        self.ensure()
+        self._verify(_read(self.store))
+        ticks, wall = self.ticks(), self.clock()
+        try:
+            self.store.set_model_tag(self.lease.model, _EXPIRES, f"{wall + self.ttl:.3f}")
+        except NotFound:
+            raise self._lose("its registered model is gone (taken over and cleaned up)") from None
+        self._verify(_read(self.store))
+        with self._lock:
+            # a refresh that ends after the holder lapsed does not revive it
+            if self._lost is None and not self._released and not self._lapsed_locked():
+                self._good = (ticks, wall)
+                self.lease = replace(self.lease, expires_at=wall + self.ttl)
+                return
+        raise LeaseLost(self._message())
+
+    # the heartbeat
+    def start_heartbeat(self) -> None:
+        """Refresh every ttl/3 in a thread until release (or `stop_heartbeat`)."""
+        if self._beat is not None:
             return
-        seen = current(self.store)
-        if seen is None or seen.id != self.lease.id:
-            who = seen.describe(now) if seen else "nobody holds it now"
-            raise LeaseLost(f"lost lease {self.lease.id} while applying ({who}); stopping")
-        self.lease = Lease(
-            self.lease.id,
-            self.lease.holder,
-            self.lease.commit,
-            self.lease.acquired_at,
-            now + self.ttl,
-        )
-        self.store.set_model_tag(
-            LEASE_MODEL, "regctl.lease.expires_at", f"{self.lease.expires_at:.0f}"
-        )
-        self.refreshed = now
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                with self._lock:
+                    due = self._good[0] + self.ttl / 3
+                if stop.wait(max(0.0, due - self.ticks())):
+                    return
+                try:
+                    self.refresh()
+                except LeaseLost:
+                    return
+                except Exception as exc:  # any failure: stop writing rather than guess
+                    self._lose(f"refreshing it failed: {_shown(str(exc), 300)}")
+                    return
+
+        thread = threading.Thread(target=beat, name="regctl-lease-heartbeat", daemon=True)
+        self._beat = (thread, stop)
+        thread.start()
+
+    def stop_heartbeat(self) -> None:
+        if self._beat is None:
+            return
+        thread, stop = self._beat
+        self._beat = None
+        stop.set()
+        thread.join(timeout=self.ttl / 3)
+
+    @contextlib.contextmanager
+    def heartbeat(self) -> Iterator[Holder]:
+        """`with holder.heartbeat(): ...` refreshes the lease while the block runs."""
+        self.start_heartbeat()
+        try:
+            yield self
+        finally:
+            self.stop_heartbeat()
 
     def release(self) -> None:
-        """Give the lease back if this holder still has it."""
-        seen = current(self.store)
-        if seen is not None and seen.id == self.lease.id:
-            with contextlib.suppress(NotFound):
-                self.store.delete_model(LEASE_MODEL)
+        """Mark this generation released (once). A failure only leaves it to expire."""
+        self.stop_heartbeat()
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        with contextlib.suppress(RegctlError):
+            self.store.set_model_tag(self.lease.model, _RELEASED, self.lease.id)
+
+
+# -- taking it -------------------------------------------------------------------------
+
+
+_VANISHED = "the generation it created vanished (deleted by hand?)"
+
+
+def _confirm(state: _State, lease: Lease, now: float, here: Process) -> Lease | str | None:
+    """After creating `lease`: None when it wins, else what it yields to (a holder, or why)."""
+    mine = state.generations.get(lease.generation)
+    if mine is None or mine.id != lease.id:
+        return _VANISHED
+    higher = [g for g in state.generations if g > lease.generation]
+    if higher:
+        return state.generations[max(higher)] or f"generation {max(higher)}"
+    lower = [
+        g
+        for n, g in state.generations.items()
+        if n < lease.generation and g is not None and g.live(now, here)
+    ]
+    if state.legacy is not None and state.legacy.live(now, here):
+        lower.append(state.legacy)
+    return lower[0] if lower else None
+
+
+def _abandon(store: LeaseStore, lease: Lease) -> None:
+    """Give up a generation this acquirer created and did not win."""
+    try:
+        store.delete_model(lease.model)
+    except NotFound:
+        pass
+    except RegctlError:
+        store.set_model_tag(lease.model, _RELEASED, lease.id)
 
 
 def acquire(
@@ -144,49 +584,99 @@ def acquire(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     poll: float = 1.0,
+    ticks: Callable[[], float] = _since_boot,
+    identity: Process | None = None,
 ) -> Holder:
-    """Take the lease, waiting up to `timeout` seconds for a live holder to finish."""
+    """Take the lease, waiting up to `timeout` seconds for a live holder to finish.
+
+    `identity` is the process the lease records (this one by default); `clock`, `sleep`
+    and `ticks` (a clock that never jumps) are injectable for tests.
+    """
+    if not 0 < ttl <= MAX_TTL:
+        raise RegctlError(f"lease TTL must be between 0 and {MAX_TTL:g} s, got {ttl:g}")
+    here = this_process()
+    me = identity or here
     deadline = clock() + timeout
+    state = _read(store)
+    tight = 0
     while True:
         now = clock()
-        lease = Lease(uuid.uuid4().hex[:12], holder, commit, now, now + ttl)
-        try:
-            store.create_model(
-                LEASE_MODEL,
-                "regctl apply lease: one writer at a time (do not edit)",
-                lease.tags(),
-            )
-            return Holder(store, lease, ttl, clock, now)
-        except AlreadyExists:
-            pass
-        seen = current(store)
-        if seen is None:
-            continue  # released between our create and our read: try again
-        if seen.expires_at < now:
-            # stale: take it over, but only the one we saw
-            again = current(store)
-            if again is not None and again.id == seen.id:
-                with contextlib.suppress(NotFound):
-                    store.delete_model(LEASE_MODEL)
-            continue
+        blocker: Lease | str | None = state.live(now, here)
+        if blocker is None:
+            generation = state.highest + 1
+            if generation > _MAX_GENERATION:
+                raise RegctlError(
+                    f"lease generation {state.highest} is the last one regctl counts to; "
+                    f"delete the model {LEASE_PREFIX}-{state.highest} (not made by regctl)"
+                )
+            lease_id = uuid.uuid4().hex[:12]
+            lease = Lease(lease_id, holder, commit, now, now + ttl, generation, me, ttl=ttl)
+            good = (ticks(), now)
+            try:
+                store.create_model(lease.model, lease.description(), lease.tags())
+            except AlreadyExists:
+                state = _read(store)
+                seen = state.generations.get(generation)
+                if seen is None or seen.id != lease.id:
+                    tight += 1  # another acquirer won that number: look again at once
+                    if tight < 5:
+                        continue
+                    blocker = seen or f"generation {generation}"
+                # else: our own create, retried by the client after a lost response
+            except RegctlError:
+                # the create may have landed: a generation of ours must not linger
+                with contextlib.suppress(RegctlError):
+                    seen = _read(store).generations.get(generation)
+                    if seen is not None and seen.id == lease.id:
+                        _abandon(store, lease)
+                raise
+            if blocker is None:
+                state = _read(store)
+                blocker = _confirm(state, lease, clock(), here)
+                if blocker is None:
+                    for n in sorted(state.generations):
+                        if n < generation:
+                            with contextlib.suppress(RegctlError):
+                                store.delete_model(f"{LEASE_PREFIX}-{n}")
+                    return Holder(store, lease, ttl, clock, ticks, good=good)
+                if blocker is not _VANISHED:
+                    _abandon(store, lease)
+        tight = 0
+        now = clock()
         if now >= deadline:
-            raise LeaseHeld(
-                f"another apply is running: {seen.describe(now)}; waited {timeout:.0f} s "
-                f"(--lock-timeout). If that holder is gone, wait for the lease to expire or "
-                f"run `regctl unlock {seen.id}`"
+            shown = blocker.describe(now) if isinstance(blocker, Lease) else blocker
+            unlock = (
+                f"run `regctl unlock {_shown(blocker.id, 40)}`"
+                if isinstance(blocker, Lease)
+                else "try again"
             )
-        sleep(min(poll, max(0.0, deadline - now)))
+            raise LeaseHeld(
+                f"another writer holds the lease: {shown}; waited {timeout:.0f} s "
+                f"(--lock-timeout). A holder that died frees it when it expires (at once "
+                f"when it ran on this machine); to break it by hand, {unlock}"
+            )
+        sleep(min(poll * (0.5 + random.random()), max(0.0, deadline - now)))
+        state = _read(store)
 
 
 def break_lease(store: LeaseStore, lease_id: str) -> Lease:
-    """Remove the lease with this id (and only it)."""
-    seen = current(store)
-    if seen is None:
-        raise RegctlError(f"no lease is held (nothing to unlock for {lease_id})")
-    if seen.id != lease_id:
-        raise RegctlError(
-            f"lease {lease_id} is not the current lease; the current one is "
-            f"{seen.describe(time.time())}. Unlock breaks a lease by its exact id only"
-        )
-    store.delete_model(LEASE_MODEL)
-    return seen
+    """Break the lease with this id (and only it): mark its generation released."""
+    state = _read(store)
+    now = time.time()
+    for lease in state.leases():
+        if lease.id != lease_id:
+            continue
+        if lease.released:
+            raise RegctlError(f"lease {_shown(lease_id, 40)} was already released")
+        if lease.generation:
+            store.set_model_tag(lease.model, _RELEASED, lease.id)
+        else:
+            store.delete_model(LEASE_MODEL)
+        return lease
+    held = state.live(now, this_process())
+    if held is None:
+        raise RegctlError(f"no lease is held (nothing to unlock for {_shown(lease_id, 40)})")
+    raise RegctlError(
+        f"lease {_shown(lease_id, 40)} is not the current lease; the current one is "
+        f"{held.describe(now)}. Unlock breaks a lease by its exact id only"
+    )

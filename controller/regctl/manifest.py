@@ -17,11 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from regctl.errors import InputError, Location, Problem
 from regctl.model import (
+    LEDGER_MODEL,
     PROVENANCE_PREFIX,
     DesiredModel,
     DesiredState,
     DesiredVersion,
     frozen_map,
+    is_lease_model,
 )
 from regctl.yamlfile import Document, dotted, load_documents, parse_documents, read_limit
 
@@ -201,6 +203,10 @@ def _check_model(
                 ("versions", i, "description"),
                 "empty: write description: '' to clear it, or remove the key",
             )
+    if is_lease_model(spec.name):
+        at(("name",), f"{spec.name!r} is the name of regctl's apply lease, not a model's")
+    elif spec.name.casefold() == LEDGER_MODEL:
+        at(("name",), f"{spec.name!r} is the name of regctl's ledger of proven runs")
     for key in spec.tags:
         if key.startswith(PROVENANCE_PREFIX):
             at(

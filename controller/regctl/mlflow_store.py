@@ -219,6 +219,24 @@ class MlflowRegistry:
             return None
         return frozen_map({k: str(v) for k, v in (rm.tags or {}).items()})
 
+    def search_models_like(self, pattern: str) -> dict[str, ObservedModel]:
+        flt = f"name LIKE {_quote(pattern)}"
+        out: dict[str, ObservedModel] = {}
+        for rm in self._pages(
+            "search registered models",
+            lambda tok: self._registry.search_registered_models(
+                filter_string=flt, max_results=MODEL_PAGE, page_token=tok
+            ),
+        ):
+            out[rm.name] = ObservedModel(
+                name=rm.name,
+                description=rm.description or "",
+                tags=frozen_map({k: str(v) for k, v in (rm.tags or {}).items()}),
+                aliases={},
+                versions={},
+            )
+        return dict(sorted(out.items()))
+
     def versions_of_run(self, model: str, run_id: str) -> list[ObservedVersion]:
         flt = f"name = {_quote(model)} AND run_id = {_quote(run_id)}"
         found = self._pages(

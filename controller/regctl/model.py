@@ -27,6 +27,24 @@ LEDGER_TAG_PREFIX = "regctl.proven."
 PROVENANCE_PREFIX = "regctl."
 """Tag keys with this prefix belong to regctl; manifests may not declare them."""
 
+LEASE_PREFIX = "regctl-lease"
+"""Registered models named `regctl-lease-<n>` (and the legacy `regctl-lease`) are regctl's
+apply lease (see regctl.lease), never models to manage."""
+
+
+def is_lease_model(name: str) -> bool:
+    """Whether a registered model name belongs to regctl's apply lease."""
+    if name == LEASE_PREFIX:
+        return True
+    rest = name.removeprefix(LEASE_PREFIX + "-")
+    return rest != name and rest.isascii() and rest.isdigit()
+
+
+def is_internal_model(name: str) -> bool:
+    """regctl's own registered models (the lease, the ledger): never managed, imported or
+    declared by a manifest."""
+    return is_lease_model(name) or name == LEDGER_MODEL
+
 
 def frozen_map(items: Mapping[str, str] | None = None) -> Mapping[str, str]:
     """A read-only mapping sorted by key, so values compare and render deterministically."""
@@ -114,7 +132,8 @@ class ObservedModel:
 
     @property
     def managed(self) -> bool:
-        return self.tags.get(MANAGED_TAG) == "true"
+        # a lease model is never managed, whatever its tags say: prune must not delete it
+        return self.tags.get(MANAGED_TAG) == "true" and not is_internal_model(self.name)
 
 
 @dataclass(frozen=True, slots=True)

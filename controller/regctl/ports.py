@@ -41,6 +41,11 @@ class RegistryReader(Protocol):
         """One registered model's tags (one request); None when it does not exist."""
         ...
 
+    def search_models_like(self, pattern: str) -> dict[str, ObservedModel]:
+        """Models whose name matches a SQL LIKE pattern: tags and description, no versions
+        or aliases (one search; the lease reads its generations with it)."""
+        ...
+
     def versions_of_run(self, model: str, run_id: str) -> list[ObservedVersion]:
         """Live versions of `model` registered from `run_id` (find-by-run)."""
         ...

@@ -135,6 +135,7 @@ def sync(
     workers: int = 1,
     ledger: Mapping[str, str] | None = None,
     known: dict[str, str] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SyncReport:
     """Log every item (see module doc). Raises before any write if any item conflicts.
 
@@ -142,7 +143,8 @@ def sync(
     from content; otherwise sync refuses, naming the run and what differs. Proofs that the
     ledger does not hold yet are recorded there (not on a dry run). `ledger` is the ledger
     as the caller already read it (else it is read here: one request); `known` holds the
-    digests this process proved already (see `regctl.proof.prove`).
+    digests this process proved already (see `regctl.proof.prove`). `should_stop` is asked
+    before every write (the lease was lost): then SyncStopped.
     """
     report = SyncReport()
     exp_names = sorted({i.experiment for i in items})
@@ -197,7 +199,14 @@ def sync(
             report.pending.append(item.record.run_name)
     if dry_run:
         return report
+
+    def halt(what: str) -> None:
+        if should_stop is not None and should_stop():
+            raise SyncStopped(f"sync stopped before {what}")
+
     if not todo:
+        if to_record:
+            halt("recording proven runs on the ledger")
         record(store, to_record)
         return report
 
@@ -210,10 +219,12 @@ def sync(
     for item, proof in todo:
         exp_id = exp_ids.get(item.experiment)
         if exp_id is None:
+            halt(f"creating experiment {item.experiment!r}")
             exp_id = store.create_experiment(item.experiment)
             exp_ids[item.experiment] = exp_id
         now = int(time.time() * 1000)
         have: Mapping[str, int] = {}
+        halt(f"logging {item.display}")
         if proof is None:
             ref = store.create_run(exp_id, item.record.run_name, now)
             report.created.append(item.record.run_name)
@@ -242,15 +253,22 @@ def sync(
         def upload(f: RunFile, ref: RunRef = ref, item: SyncItem = item) -> None:
             local = str(Path(item.record.run_dir, *f.rel_path.split("/")))
             _check_regular(local, item)
+            halt(f"uploading {item.display}/{f.rel_path}")
             store.upload_artifact(ref, local, f.rel_path)
             counter.add(1, f.size, uploaded=True)
 
         _run_all(upload, missing, workers)
         report.files, report.bytes = counter.files, counter.bytes
+        halt(f"finishing {item.display}")
         store.finish_run(ref.run_id, "FINISHED", int(time.time() * 1000))
         to_record[ref.run_id] = item.record.digest
+    halt("recording proven runs on the ledger")
     record(store, to_record)
     return report
+
+
+class SyncStopped(RegctlError):
+    """Sync stopped before a write because its caller asked it to (`should_stop`)."""
 
 
 class _Uploads:
