@@ -35,6 +35,7 @@ Decisions taken here:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -49,7 +50,13 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from regctl.diff import diff, source_path
 from regctl.errors import ExitCode, InputError, Location, PlanError, Problem, RegctlError
 from regctl.lease import LEASE_MODEL
-from regctl.manifest import API_VERSION, display_path, load_manifests
+from regctl.manifest import (
+    API_VERSION,
+    display_path,
+    load_manifest_texts,
+    load_manifests,
+    yaml_files,
+)
 from regctl.model import (
     MANAGED_TAG,
     PROVENANCE_PREFIX,
@@ -230,9 +237,7 @@ class _Existing:
 
 def _existing_manifests(out_dir: Path, repo: Path) -> dict[str, _Existing]:
     """Model name -> the manifest in `out_dir` that declares it (all must be valid)."""
-    if not out_dir.is_dir():
-        return {}
-    files = sorted(p for p in out_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    files = yaml_files(out_dir, repo)  # what the loader reads; anything else is an error
     if not files:
         return {}
     state = load_manifests(repo, files, check_paths=False)
@@ -781,6 +786,36 @@ def _check(
     return errors, warnings
 
 
+def _check_set(
+    planned: Mapping[str, tuple[Path, str, str | None, ImportedModel]],
+    existing: Mapping[str, _Existing],
+    errors: Mapping[str, list[str]],
+    repo: Path,
+) -> None:
+    """Refuse, before anything is written, a folder of manifests that would not load.
+
+    Each text was checked alone (`_check`); what `validate` also refuses is a set that
+    does not hold together, such as two models whose names differ only in case (MLflow
+    keeps both). The folder as import would leave it, the files it keeps as they are
+    included, is loaded as one set: any problem raises InputError naming the files and
+    models, and nothing is written to disk or to the registry.
+    """
+    final = {ex.display: ex.text for ex in existing.values()}
+    for name, (_, shown, text, _entry) in planned.items():
+        if text is not None and name not in errors:
+            final[shown] = text
+    try:
+        load_manifest_texts(final, repo)
+    except InputError as err:
+        raise InputError(
+            dataclasses.replace(
+                p,
+                message=f"{p.message} (in the manifests import would write; nothing was written)",
+            )
+            for p in err.problems
+        ) from None
+
+
 # --------------------------------------------------------------------------- use case
 
 
@@ -893,6 +928,7 @@ def import_models(
         errors[name] = [f"the manifest import made is not valid: {p}" for p in problems]
     for name, found_warnings in residue.items():
         warnings.setdefault(name, []).extend(found_warnings)
+    _check_set(planned, existing, errors, repo)
 
     results = []
     for name, (path, shown, text, entry) in planned.items():
