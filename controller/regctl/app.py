@@ -45,6 +45,7 @@ from regctl.policy import (
 )
 from regctl.ports import Registry, RegistryReader, runs_by_name
 from regctl.sync import SyncItem, SyncReport, collect, pending_runs, sync
+from regctl.uris import check_uri
 
 if TYPE_CHECKING:
     from regctl.sync import Progress
@@ -75,7 +76,9 @@ def resolve_tracking(settings: Settings) -> tuple[str, str | None]:
     `sqlite:///mlflow.db`, anchored in the repository so it does not depend on cwd.
     """
     uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if not uri:
+    if uri:
+        check_uri(uri, "--tracking-uri" if settings.tracking_uri else "MLFLOW_TRACKING_URI")
+    else:
         uri = f"sqlite:///{settings.repo / 'mlflow.db'}"
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
@@ -102,6 +105,10 @@ def open_registry(settings: Settings) -> Registry:
 
     uri, artifact_root = resolve_tracking(settings)
     registry_uri = settings.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or None
+    if registry_uri:
+        check_uri(
+            registry_uri, "--registry-uri" if settings.registry_uri else "MLFLOW_REGISTRY_URI"
+        )
     return MlflowRegistry(uri, registry_uri, artifact_root)
 
 
@@ -632,8 +639,31 @@ def _comparable(model: DesiredModel) -> DesiredModel:
 
 
 def load_plan_file(path: Path) -> Plan:
+    """A saved plan (`diff --out`), or an InputError naming the file and the bad field."""
+    from regctl.plan import PlanFormatError
+
+    where = Location(str(path))
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        if not path.is_file():
+            raise InputError([Problem(where, "", "not a regular file")])
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
         return plan_from_json(data)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError([Problem(Location(str(path)), "", f"not a regctl plan: {exc}")]) from exc
+    except PlanFormatError as exc:
+        why = exc.reason if exc.field else f"not a regctl plan: {exc.reason}"
+        raise InputError([Problem(where, exc.field, why)]) from exc
+    except RecursionError as exc:
+        raise InputError([Problem(where, "", "not a regctl plan: nested too deeply")]) from exc
+    except OSError as exc:
+        raise InputError([Problem(where, "", f"cannot read: {exc.strerror or exc}")]) from exc
+    except ValueError as exc:  # not UTF-8, not JSON, a duplicate key, a 5,000-digit number
+        why = "a number with too many digits" if "digits" in str(exc) else str(exc)
+        raise InputError([Problem(where, "", f"not a regctl plan: {why}")]) from exc
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:60]!r}")
+        out[key] = value
+    return out
