@@ -7,9 +7,12 @@ versions in manifest order, aliases, then removals.
 
 from __future__ import annotations
 
+import contextlib
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
 
 PLAN_FORMAT_VERSION = 1
 
@@ -245,20 +248,194 @@ def order(changes: list[Change]) -> tuple[Change, ...]:
     return tuple(sorted(changes, key=lambda c: (c.phase, c.model)))
 
 
-def plan_from_json(data: Mapping[str, Any]) -> Plan:
-    """Read a plan written by `Plan.to_json` (for `apply PLAN.json`)."""
-    if data.get("format_version") != PLAN_FORMAT_VERSION:
-        raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
+class PlanFormatError(ValueError):
+    """A plan file that `plan_from_json` cannot read: `field` is the path to the bad value
+    (`changes[3].version`), `reason` says what is wrong; both are one line."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+_MAX_INT = 2**63 - 1  # what MLflow's stores hold; a plan never needs more
+
+
+def plan_from_json(data: Any) -> Plan:
+    """Read a plan written by `Plan.to_json` (for `apply PLAN.json`).
+
+    The file is hostile input: every value is checked against the type its field
+    declares (a string is never taken for a number, `true` never for 1), an unknown
+    action or field and a missing required field are refused, integers are whole
+    numbers from 0 to 2**63-1. Anything else raises PlanFormatError naming the field.
+    Keys at the top level that this version does not know are ignored (`summary`).
+    """
+    if not isinstance(data, Mapping):
+        raise PlanFormatError("", f"expected a JSON object at the top level, got {_kind(data)}")
+    version = data.get("format_version")
+    if version != PLAN_FORMAT_VERSION or isinstance(version, bool):
+        shown = repr(version) if isinstance(version, int | str) else _kind(version)
+        raise PlanFormatError(
+            "format_version",
+            f"unsupported plan format_version {_clip(shown)} "
+            f"(this regctl reads {PLAN_FORMAT_VERSION})",
+        )
     changes: list[Change] = []
-    for raw in data["changes"]:
-        item = dict(raw)
-        cls = CHANGE_TYPES[item.pop("action")]
-        changes.append(cls(**item))
+    for i, raw in enumerate(_list(data, "changes", required=True)):
+        where = f"changes[{i}]"
+        if not isinstance(raw, Mapping):
+            raise PlanFormatError(where, f"expected an object, got {_kind(raw)}")
+        action = raw.get("action")
+        if not isinstance(action, str) or action not in CHANGE_TYPES:
+            shown = _clip(repr(action)) if isinstance(action, str) else _kind(action)
+            raise PlanFormatError(
+                f"{where}.action",
+                f"unknown action {shown} (one of {', '.join(sorted(CHANGE_TYPES))})",
+            )
+        item = {k: v for k, v in raw.items() if k != "action"}
+        changes.append(_build(CHANGE_TYPES[action], item, where))
     return Plan(
-        target=str(data["target"]),
-        models=tuple(data["models"]),
+        target=_field(data, "target", str, "target", required=True),
+        models=tuple(
+            _conform(m, str, f"models[{i}]")
+            for i, m in enumerate(_list(data, "models", required=True))
+        ),
         changes=tuple(changes),
-        notes=tuple(Note(**n) for n in data.get("notes", [])),
-        bindings=tuple(Binding(**b) for b in data.get("bindings", [])),
-        fingerprint=str(data.get("fingerprint", "")),
+        notes=tuple(_build(Note, n, f"notes[{i}]") for i, n in enumerate(_list(data, "notes"))),
+        bindings=tuple(
+            _build(Binding, b, f"bindings[{i}]") for i, b in enumerate(_list(data, "bindings"))
+        ),
+        fingerprint=_field(data, "fingerprint", str, "fingerprint", default=""),
     )
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], raw: Any, where: str) -> T:
+    """An instance of the dataclass `cls` from a JSON object, every field type-checked."""
+    if not isinstance(raw, Mapping):
+        raise PlanFormatError(where, f"expected an object, got {_kind(raw)}")
+    hints = _hints(cls)
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in known:
+            shown = _clip(repr(key))
+            raise PlanFormatError(where, f"unknown field {shown} for {_label(cls)}")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name in raw:
+            values[name] = _conform(raw[name], hints[name], f"{where}.{name}")
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise PlanFormatError(f"{where}.{name}", "required field is missing")
+    return cls(**values)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _label(cls: type) -> str:
+    verb = getattr(cls, "verb", "")
+    return repr(verb) if verb else cls.__name__
+
+
+def _field(
+    data: Mapping[str, Any],
+    key: str,
+    hint: Any,
+    where: str,
+    *,
+    required: bool = False,
+    default: Any = None,
+) -> Any:
+    if key not in data:
+        if required:
+            raise PlanFormatError(where, "required field is missing")
+        return default
+    return _conform(data[key], hint, where)
+
+
+def _list(data: Mapping[str, Any], key: str, *, required: bool = False) -> list[Any]:
+    value = _field(data, key, list, key, required=required, default=[])
+    return list(value)
+
+
+def _conform(value: Any, hint: Any, where: str) -> Any:
+    """`value` as the type `hint` names, or PlanFormatError; JSON lists become tuples."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is not type(None):
+                with contextlib.suppress(PlanFormatError):
+                    return _conform(value, option, where)
+        raise PlanFormatError(where, f"expected {_describe(hint)}, got {_kind(value)}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if 0 <= value <= _MAX_INT:
+                return value
+            raise PlanFormatError(where, "expected a whole number from 0 to 2**63-1")
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is list:
+        if isinstance(value, list):
+            return value
+    elif origin in (Mapping, dict):
+        key_type, value_type = typing.get_args(hint)
+        if isinstance(value, Mapping):
+            return {
+                _conform(k, key_type, where): _conform(v, value_type, f"{where}.{_clip(str(k))}")
+                for k, v in value.items()
+            }
+    elif origin in (tuple, list):
+        (item_type, *_) = typing.get_args(hint)
+        if isinstance(value, list):
+            return tuple(_conform(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    else:  # a field type this reader does not know: a bug, found by the round-trip test
+        raise TypeError(f"plan_from_json cannot check the type {hint!r} of {where}")
+    raise PlanFormatError(where, f"expected {_describe(hint)}, got {_kind(value)}")
+
+
+def _describe(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    names = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
+    if hint is type(None):
+        return "null"
+    if hint in names:
+        return names[hint]
+    if typing.get_origin(hint) in (Mapping, dict):
+        return f"an object of {_describe(args[1]).removeprefix('a ').removeprefix('an ')}s"
+    return "a list"
+
+
+def _kind(value: Any) -> str:
+    """The JSON type of a value, never the value itself (it may be huge or hostile)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """At most `limit` characters of a value from the file, for a message."""
+    return text if len(text) <= limit else text[:limit] + "..."
