@@ -75,9 +75,11 @@ def resolve_tracking(settings: Settings) -> tuple[str, str | None]:
     Order: --tracking-uri, MLFLOW_TRACKING_URI, then MLflow's own default
     `sqlite:///mlflow.db`, anchored in the repository so it does not depend on cwd.
     """
-    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if uri:
-        check_uri(uri, "--tracking-uri" if settings.tracking_uri else "MLFLOW_TRACKING_URI")
+    given = settings.tracking_uri is not None  # `--tracking-uri ""` is an error, not unset
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = settings.tracking_uri if settings.tracking_uri is not None else uri
+    if uri or given:
+        check_uri(uri, "--tracking-uri" if given else "MLFLOW_TRACKING_URI")
     else:
         uri = f"sqlite:///{settings.repo / 'mlflow.db'}"
     if uri.startswith("sqlite:///"):
@@ -104,12 +106,12 @@ def open_registry(settings: Settings) -> Registry:
     from regctl.mlflow_store import MlflowRegistry
 
     uri, artifact_root = resolve_tracking(settings)
-    registry_uri = settings.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or None
-    if registry_uri:
-        check_uri(
-            registry_uri, "--registry-uri" if settings.registry_uri else "MLFLOW_REGISTRY_URI"
-        )
-    return MlflowRegistry(uri, registry_uri, artifact_root)
+    given = settings.registry_uri is not None
+    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI", "")
+    registry_uri = settings.registry_uri if settings.registry_uri is not None else registry_uri
+    if registry_uri or given:
+        check_uri(registry_uri, "--registry-uri" if given else "MLFLOW_REGISTRY_URI")
+    return MlflowRegistry(uri, registry_uri or None, artifact_root)
 
 
 def load_desired(settings: Settings, models: Sequence[str] = ()) -> tuple[DesiredState, bool]:

@@ -42,6 +42,8 @@ def check_uri(uri: str, source: str) -> str:
 
 def uri_problem(uri: str) -> str | None:
     """Why `uri` is not a tracking or registry URI regctl can use, or None."""
+    if not uri:
+        return "empty (an unset variable?): give a URI, or leave the option out"
     if len(uri) > _MAX_LENGTH:
         return f"longer than {_MAX_LENGTH} characters"
     spaces_ok = uri.lower().startswith("sqlite:")  # a file path may hold spaces
