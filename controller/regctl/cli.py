@@ -254,7 +254,12 @@ def diff_cmd(
         registry.close()
     click.echo(render(planned.plan, fmt, color=opts.color, review=review), nl=False)
     if out is not None:
-        out.write_text(render(planned.plan, "json"), encoding="utf-8")
+        try:
+            out.write_text(render(planned.plan, "json"), encoding="utf-8")
+        except OSError as exc:
+            raise RegctlError(
+                f"--out {out}: cannot write the plan: {exc.strerror or exc}"
+            ) from None
     if review.report.denied:
         return ExitCode.DENIED
     if exit_code and not planned.plan.empty:
