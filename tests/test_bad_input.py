@@ -194,6 +194,18 @@ def test_entries_the_loader_does_not_read_are_each_an_error(tmp_path: Path, run_
     assert code == 1 and err.startswith("error: policies/q.YML:1:"), err  # read, and refused
 
 
+def test_a_run_dir_json_number_past_python_s_digit_limit_is_one_line(
+    examples_repo: Path, run_cli: CLI
+) -> None:
+    metrics = next((examples_repo / "examples" / "runs").glob("*/run_*lgbm*/metrics.json"))
+    metrics.write_text('{"rmse_test": 1' + "0" * 5000 + "}", encoding="utf-8")
+    code, out, err = run_cli("--repo", str(examples_repo), "validate")
+    assert code == 1, out + err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: manifests/"), lines
+    assert lines[0].endswith("metrics.json: invalid JSON: a number with too many digits")
+
+
 # -- case 10: import refuses a set validate would refuse -------------------------------
 
 
@@ -292,6 +304,30 @@ def test_a_malformed_uri_is_one_line_naming_its_source(
         assert why in lines[0]
         assert SECRET not in out + err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_empty_option_and_an_unwritable_out_are_one_line(
+    tmp_path: Path, run_cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--tracking-uri "$UNSET"` must not fall back to a local database unseen; an empty
+    variable is unset, as MLflow reads it."""
+    (tmp_path / "manifests").mkdir()
+    for flag in ("--tracking-uri", "--registry-uri"):
+        code, _, err = run_cli(flag, "", "--repo", str(tmp_path), "diff")
+        assert code == 1
+        assert err.splitlines() == [
+            f"error: {flag}: empty (an unset variable?): give a URI, or leave the option out"
+        ]
+    assert not (tmp_path / "mlflow.db").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "")
+    out_file = tmp_path / "missing" / "plan.json"
+    code, out, err = run_cli("--repo", str(tmp_path), "diff", "--out", str(out_file))
+    assert code == 1 and "No changes" in out
+    assert err.splitlines() == [
+        f"error: --out {out_file}: cannot write the plan: No such file or directory"
+    ]
+    assert (tmp_path / "mlflow.db").exists()  # the default store, in the repository
 
 
 def test_a_uri_with_credentials_works_and_is_never_shown(
