@@ -24,6 +24,10 @@ Decisions taken here:
   run, a second version of the same run and artifact path. Legacy stages are reported
   with the alias that replaces them and noted as a comment on new entries; no alias is
   added that the registry does not hold (the diff would not be empty).
+- The output folder as import would leave it must load as one set, as `validate`
+  loads it: two models whose names differ only in case (MLflow keeps both) are
+  refused, naming both, before any file or tag is written. Its entries follow the
+  loader's rules (`manifest.yaml_files`): a symlink or stray file there is an error.
 - `regctl-lease` (apply's lock) and prompts (MLflow stores them as registered models)
   are not models to manage and are skipped.
 - Ownership: `import_models` only reads the registry. `import_command` then marks the
