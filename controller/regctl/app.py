@@ -57,7 +57,6 @@ from regctl.plan import (
     Change,
     CreateVersion,
     Plan,
-    PlanFileError,
     PlanOptions,
     SetAlias,
     SetVersionDescription,
@@ -78,6 +77,7 @@ from regctl.policy import (
 from regctl.ports import Registry, RegistryReader, runs_by_name
 from regctl.proof import Proof, ProofReader, prove
 from regctl.sync import SyncItem, SyncReport, SyncStopped, collect, pending_runs, sync
+from regctl.uris import check_uri
 
 if TYPE_CHECKING:
     from regctl.sync import Progress
@@ -107,8 +107,12 @@ def resolve_tracking(settings: Settings) -> tuple[str, str | None]:
     Order: --tracking-uri, MLFLOW_TRACKING_URI, then MLflow's own default
     `sqlite:///mlflow.db`, anchored in the repository so it does not depend on cwd.
     """
-    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if not uri:
+    given = settings.tracking_uri is not None  # `--tracking-uri ""` is an error, not unset
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = settings.tracking_uri if settings.tracking_uri is not None else uri
+    if uri or given:
+        check_uri(uri, "--tracking-uri" if given else "MLFLOW_TRACKING_URI")
+    else:
         uri = f"sqlite:///{settings.repo / 'mlflow.db'}"
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
@@ -134,8 +138,12 @@ def open_registry(settings: Settings) -> Registry:
     from regctl.mlflow_store import MlflowRegistry
 
     uri, artifact_root = resolve_tracking(settings)
-    registry_uri = settings.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or None
-    return MlflowRegistry(uri, registry_uri, artifact_root)
+    given = settings.registry_uri is not None
+    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI", "")
+    registry_uri = settings.registry_uri if settings.registry_uri is not None else registry_uri
+    if registry_uri or given:
+        check_uri(registry_uri, "--registry-uri" if given else "MLFLOW_REGISTRY_URI")
+    return MlflowRegistry(uri, registry_uri or None, artifact_root)
 
 
 def load_desired(settings: Settings, models: Sequence[str] = ()) -> tuple[DesiredState, bool]:
@@ -965,32 +973,42 @@ def _comparable(model: DesiredModel) -> DesiredModel:
 
 
 def load_plan_file(path: Path) -> Plan:
-    """A saved plan, read strictly (see `plan.plan_from_json`); errors name the file."""
+    """A saved plan (`diff --out`), or an InputError naming the file and the bad field."""
+    from regctl.plan import PlanFormatError
 
-    def refuse(why: str) -> InputError:
-        return InputError([Problem(Location(str(path)), "", f"not a regctl plan: {why}")])
-
+    where = Location(str(path))
     try:
+        if not path.is_file():
+            raise InputError([Problem(where, "", "not a regular file")])
         size = path.stat().st_size
         if size > MAX_PLAN_BYTES:
-            raise refuse(f"{size} bytes; a plan file is at most {MAX_PLAN_BYTES} bytes")
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise refuse(exc.strerror or str(exc)) from None
-    except UnicodeDecodeError:
-        raise refuse("not UTF-8 text") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            [Problem(Location(str(path), exc.lineno, exc.colno), "", f"invalid JSON: {exc.msg}")]
-        ) from None
-    except (ValueError, RecursionError) as exc:  # e.g. a number too long to convert
-        raise refuse(f"invalid JSON: {exc}") from None
-    try:
+            raise InputError(
+                [Problem(where, "", f"{size} bytes; a plan is at most {MAX_PLAN_BYTES} bytes")]
+            )
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
         return plan_from_json(data)
-    except PlanFileError as exc:
-        raise refuse(str(exc)) from None
+    except PlanFormatError as exc:
+        why = exc.reason if exc.field else f"not a regctl plan: {exc.reason}"
+        raise InputError([Problem(where, exc.field, why)]) from exc
+    except json.JSONDecodeError as exc:
+        at = Location(str(path), exc.lineno, exc.colno)
+        raise InputError([Problem(at, "", f"not a regctl plan: invalid JSON: {exc.msg}")]) from exc
+    except RecursionError as exc:
+        raise InputError([Problem(where, "", "not a regctl plan: nested too deeply")]) from exc
+    except OSError as exc:
+        raise InputError([Problem(where, "", f"cannot read: {exc.strerror or exc}")]) from exc
+    except ValueError as exc:  # not UTF-8, not JSON, a duplicate key, a 5,000-digit number
+        why = "a number with too many digits" if "digits" in str(exc) else str(exc)
+        raise InputError([Problem(where, "", f"not a regctl plan: {why}")]) from exc
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:60]!r}")
+        out[key] = value
+    return out
 
 
 MAX_PLAN_BYTES = 64 * 1024 * 1024

@@ -48,6 +48,12 @@ def _err(message: str) -> None:
     click.echo(escape.text(message), err=True)
 
 
+def _one_line(text: object) -> str:
+    """An error message as one line: newlines, ESC and other control characters escaped
+    (a file name or a server's message may hold them)."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
 def _is_tty(stream: Any) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
@@ -250,7 +256,12 @@ def diff_cmd(
         registry.close()
     click.echo(render(planned.plan, fmt, color=opts.color, review=review), nl=False)
     if out is not None:
-        out.write_text(render(planned.plan, "json"), encoding="utf-8")
+        try:
+            out.write_text(render(planned.plan, "json"), encoding="utf-8")
+        except OSError as exc:
+            raise RegctlError(
+                f"--out {out}: cannot write the plan: {exc.strerror or exc}"
+            ) from None
     if review.report.denied:
         return ExitCode.DENIED
     if exit_code and not planned.plan.empty:
@@ -496,12 +507,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         for problem in exc.problems:
-            _err(f"error: {problem}")
+            _err(f"error: {_one_line(problem)}")
         return exc.exit_code
     except RegctlError as exc:
         if debug:
             traceback.print_exc()
-        _err(f"error: {exc}")
+        _err(f"error: {_one_line(exc)}")
         return exc.exit_code
     except KeyboardInterrupt:
         _err("interrupted")
@@ -509,6 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so plainly, with a way to see more
         if debug:
             traceback.print_exc()
-        _err(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)")
+        _err(
+            f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(run with --debug for a traceback)"
+        )
         return ExitCode.ERROR
     return int(result) if isinstance(result, int) else ExitCode.OK

@@ -443,17 +443,37 @@ def diff(
 def _mass_delete(
     changes: list[Change], observed: ObservedState, declared: set[str], share: float
 ) -> list[Problem]:
-    deletions = sum(isinstance(c, DeleteVersion | DeleteModel) for c in changes)
-    managed = [m for n, m in observed.models.items() if m.managed or n in declared]
-    total = sum(1 + len(m.versions) for m in managed)
-    if deletions == 0 or total == 0 or deletions <= share * total:
+    """Refuse a prune that deletes more than `share` of the managed objects.
+
+    What is counted is what the registry loses: a model deletion takes the model, every
+    version it has and every alias on them; a version deletion takes the version and
+    the aliases on it. The total is the managed models, their versions and aliases.
+    """
+    managed = {n: m for n, m in observed.models.items() if m.managed or n in declared}
+    models: set[str] = set()
+    versions: set[tuple[str, int]] = set()
+    for c in changes:
+        if isinstance(c, DeleteModel):
+            models.add(c.model)
+        elif isinstance(c, DeleteVersion):
+            versions.add((c.model, c.version))
+    aliases: set[tuple[str, str]] = set()
+    for name, m in managed.items():
+        versions.update((name, n) for n in m.versions if name in models)
+        aliases.update(
+            (name, a) for a, n in m.aliases.items() if name in models or (name, n) in versions
+        )
+    deleted = len(models) + len(versions) + len(aliases)
+    total = sum(1 + len(m.versions) + len(m.aliases) for m in managed.values())
+    if deleted == 0 or total == 0 or deleted <= share * total:
         return []
     return [
         Problem(
             Location("manifests/"),
             "",
-            f"--prune would delete {deletions} of {total} managed models and versions "
-            f"(more than {share:.0%}); if that is intended, pass --allow-mass-delete",
+            f"--prune would delete {len(models)} models, {len(versions)} versions and "
+            f"{len(aliases)} aliases: {deleted} of the {total} managed objects (more than "
+            f"{share:.0%}); if that is intended, pass --allow-mass-delete",
         )
     ]
 

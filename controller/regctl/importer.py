@@ -24,7 +24,12 @@ Decisions taken here:
   run, a second version of the same run and artifact path. Legacy stages are reported
   with the alias that replaces them and noted as a comment on new entries; no alias is
   added that the registry does not hold (the diff would not be empty).
-- `regctl-lease-<n>` (apply's lock) and prompts (MLflow stores them as registered models)
+- The output folder as import would leave it must load as one set, as `validate`
+  loads it: two models whose names differ only in case (MLflow keeps both) are
+  refused, naming both, before any file or tag is written. Its entries follow the
+  loader's rules (`manifest.yaml_files`): a symlink or stray file there is an error.
+- `regctl-lease-<n>` (apply's lock), `regctl-ledger` (proven runs) and prompts (MLflow
+  stores them as registered models)
   are not models to manage and are skipped.
 - Ownership: `import_models` only reads the registry. `import_command` then marks the
   imported models `regctl.managed=true` when the manifests went to the repository's
@@ -35,6 +40,7 @@ Decisions taken here:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -50,7 +56,13 @@ from regctl import escape
 from regctl.diff import diff, source_path
 from regctl.errors import ExitCode, InputError, Location, PlanError, Problem, RegctlError
 from regctl.lease import is_lease_model
-from regctl.manifest import API_VERSION, display_path, load_manifests
+from regctl.manifest import (
+    API_VERSION,
+    display_path,
+    load_manifest_texts,
+    load_manifests,
+    yaml_files,
+)
 from regctl.model import (
     LEDGER_MODEL,
     MANAGED_TAG,
@@ -232,9 +244,7 @@ class _Existing:
 
 def _existing_manifests(out_dir: Path, repo: Path) -> dict[str, _Existing]:
     """Model name -> the manifest in `out_dir` that declares it (all must be valid)."""
-    if not out_dir.is_dir():
-        return {}
-    files = sorted(p for p in out_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    files = yaml_files(out_dir, repo)  # what the loader reads; anything else is an error
     if not files:
         return {}
     state = load_manifests(repo, files, check_paths=False)
@@ -783,6 +793,36 @@ def _check(
     return errors, warnings
 
 
+def _check_set(
+    planned: Mapping[str, tuple[Path, str, str | None, ImportedModel]],
+    existing: Mapping[str, _Existing],
+    errors: Mapping[str, list[str]],
+    repo: Path,
+) -> None:
+    """Refuse, before anything is written, a folder of manifests that would not load.
+
+    Each text was checked alone (`_check`); what `validate` also refuses is a set that
+    does not hold together, such as two models whose names differ only in case (MLflow
+    keeps both). The folder as import would leave it, the files it keeps as they are
+    included, is loaded as one set: any problem raises InputError naming the files and
+    models, and nothing is written to disk or to the registry.
+    """
+    final = {ex.display: ex.text for ex in existing.values()}
+    for name, (_, shown, text, _entry) in planned.items():
+        if text is not None and name not in errors:
+            final[shown] = text
+    try:
+        load_manifest_texts(final, repo)
+    except InputError as err:
+        raise InputError(
+            dataclasses.replace(
+                p,
+                message=f"{p.message} (in the manifests import would write; nothing was written)",
+            )
+            for p in err.problems
+        ) from None
+
+
 # --------------------------------------------------------------------------- use case
 
 
@@ -897,6 +937,7 @@ def import_models(
         errors[name] = [f"the manifest import made is not valid: {p}" for p in problems]
     for name, found_warnings in residue.items():
         warnings.setdefault(name, []).extend(found_warnings)
+    _check_set(planned, existing, errors, repo)
 
     results = []
     for name, (path, shown, text, entry) in planned.items():

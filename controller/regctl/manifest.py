@@ -8,7 +8,9 @@ reaches a server.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -307,11 +309,113 @@ def _to_desired(spec: ManifestSpec, doc: Document) -> DesiredModel:
 
 
 def manifest_files(repo: Path) -> list[Path]:
-    """The manifest files of a repository, sorted."""
-    folder = repo / "manifests"
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    """The manifest files of a repository (`manifests/`), sorted; see `yaml_files`."""
+    return yaml_files(repo / "manifests", repo)
+
+
+YAML_SUFFIXES = (".yaml", ".yml")
+"""What a manifest or policy file is called, compared case-insensitively."""
+
+
+def yaml_files(folder: Path, repo: Path) -> list[Path]:
+    """Every entry of `folder` that the loader reads, sorted; an InputError for the rest.
+
+    Whatever sits in the folder either is read or stops the command, so a model never
+    silently drops out of the desired state (and `apply --prune` never deletes it
+    because its file was skipped). The rules:
+
+    - A regular file whose name ends in `.yaml` or `.yml`, in any case (`m.YAML`,
+      `m.Yml`), is read.
+    - Names starting with `.` are ignored (`.gitkeep`, `.gitignore`, `.DS_Store`, editor
+      swap files): tools put them there and no one writes a manifest under a hidden
+      name. A hidden name with a YAML suffix (`.m.yaml`) is the exception: it looks
+      like a manifest, so it is an error rather than a silent skip.
+    - A README (`README`, `README.md`, `readme.txt`: the name before the first `.` is
+      `readme` in any case) is ignored when it is a regular file: a folder's notes for
+      its readers, never a manifest.
+    - Anything else is an error naming it, one problem each: a symbolic link (dangling
+      or not: git stores only the link, so its target is not what the pull request
+      reviewed, and it may point outside the repository), a subdirectory (the folder is
+      flat), a FIFO, socket or device (never opened), a file with another suffix
+      (`m.yaml~`, `m.json`).
+    - Two names that differ only in case (`a.yaml` and `a.YAML`) are an error: on a
+      case-insensitive file system (macOS, Windows) one hides the other.
+
+    A missing folder holds nothing. Entries are examined with `lstat`: nothing is
+    followed or opened here.
+    """
+    try:
+        if not folder.is_dir():
+            return []
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise InputError(
+            [Problem(Location(_shown(folder, repo)), "", f"cannot list: {exc.strerror}")]
+        ) from None
+    base = _shown(folder, repo)
+    problems: list[Problem] = []
+    found: list[Path] = []
+    folded: dict[str, str] = {}
+    for name in names:
+        shown = f"{base}/{name}"
+        yaml = name.casefold().endswith(YAML_SUFFIXES)
+        readme = name.split(".", 1)[0].casefold() == "readme" and not yaml
+        if name.startswith(".") and not yaml:
+            continue
+        if name.casefold() in folded:
+            problems.append(
+                Problem(
+                    Location(shown),
+                    "",
+                    f"differs only in case from {base}/{folded[name.casefold()]}: on a "
+                    "case-insensitive file system one hides the other; rename one",
+                )
+            )
+            continue
+        folded[name.casefold()] = name
+        path = folder / name
+        try:
+            mode = path.lstat().st_mode
+        except OSError as exc:
+            problems.append(Problem(Location(shown), "", f"cannot read: {exc.strerror}"))
+            continue
+        if readme and stat.S_ISREG(mode):
+            continue
+        why = _not_read(name, mode, yaml)
+        if why:
+            problems.append(Problem(Location(shown), "", why))
+        else:
+            found.append(path)
+    if problems:
+        raise InputError(problems)
+    return found
+
+
+def _not_read(name: str, mode: int, yaml: bool) -> str | None:
+    """Why the loader does not read this entry, or None when it does."""
+    if stat.S_ISLNK(mode):
+        return (
+            "is a symbolic link; regctl reads only regular files here (the link's target "
+            "is not what git reviews): replace it with the file"
+        )
+    if stat.S_ISDIR(mode):
+        return "is a directory; regctl reads only the files directly in this folder"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, socket or device); remove it"
+    if name.startswith("."):
+        return "is hidden; regctl does not read hidden files: rename it or remove it"
+    if not yaml:
+        return (
+            "is not a YAML file; regctl reads *.yaml and *.yml files here: "
+            "rename it or move it elsewhere"
+        )
+    return None
+
+
+def _shown(folder: Path, repo: Path) -> str:
+    """A folder as the user knows it (`manifests`), its last part not followed if a link."""
+    parent = display_path(folder.parent, repo)
+    return folder.name if parent == "." else f"{parent}/{folder.name}"
 
 
 def display_path(path: Path, repo: Path) -> str:

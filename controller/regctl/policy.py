@@ -66,7 +66,7 @@ from pydantic import (
 
 from regctl import escape
 from regctl.errors import ExitCode, InputError, Location, Problem
-from regctl.manifest import _Strict, alias_problem, display_path, validate_document
+from regctl.manifest import _Strict, alias_problem, display_path, validate_document, yaml_files
 from regctl.yamlfile import Document, Path_, dotted, load_documents
 
 __all__ = [
@@ -654,11 +654,10 @@ _CHECK_FIELDS: Final = (
 
 
 def policy_files(repo: Path) -> list[Path]:
-    """The policy files of a repository (`policies/*.yaml` and `*.yml`), sorted."""
-    folder = repo / "policies"
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    """The policy files of a repository (`policies/*.yaml` and `*.yml`, the suffix in any
+    case), sorted. Any other entry is an InputError, as in manifests/ (`yaml_files`): a
+    skipped file would silently drop the policy it holds."""
+    return yaml_files(repo / "policies", repo)
 
 
 def load_policies(repo: Path, files: Sequence[Path] | None = None) -> PolicySet:

@@ -435,6 +435,9 @@ class _Reader:
         except RecursionError:
             self.problem(self.where(name), "", "invalid JSON: nested too deeply")
             return None
+        except ValueError:  # json's int() past 4,300 digits
+            self.problem(self.where(name), "", "invalid JSON: a number with too many digits")
+            return None
         if not isinstance(value, dict):
             self.problem(self.where(name), "", f"must be a JSON object, not {_json_type(value)}")
             return None
