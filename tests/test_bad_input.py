@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from regctl.model import MANAGED_TAG
+from regctl.model import MANAGED_TAG, is_internal_model
 from regctl.plan import (
     CHANGE_TYPES,
     Binding,
@@ -71,7 +71,9 @@ def model_text(name: str, runs: list[str], exp: str = "exp", **extra: str) -> st
 
 
 def names(b: Backend) -> list[str]:
-    return sorted(m.name for m in b.client.search_registered_models(max_results=1000))
+    """The registered models, without regctl's own (lease generations, the ledger)."""
+    found = b.client.search_registered_models(max_results=1000)
+    return sorted(m.name for m in found if not is_internal_model(m.name))
 
 
 # -- case 10: the mass-delete guard counts versions and aliases ------------------------
@@ -346,11 +348,11 @@ def test_a_uri_with_credentials_works_and_is_never_shown(
 
 # -- case 11: plan files ----------------------------------------------------------------
 
-PLAN_HEAD = {"format_version": 1, "target": "", "models": []}
+PLAN_HEAD = {"format_version": 2, "target": "", "models": []}
 BAD_PLANS: list[tuple[str | bytes, str]] = [
     ("[]", "not a regctl plan: expected a JSON object at the top level, got a list"),
     ('"plan"', "not a regctl plan: expected a JSON object at the top level, got a string"),
-    ("", "not a regctl plan: Expecting value: line 1 column 1 (char 0)"),
+    ("", "plan.json:1:1: not a regctl plan: invalid JSON: Expecting value"),
     (b"\xff", "not a regctl plan: 'utf-8' codec can't decode byte"),
     ("[" * 100_000 + "]" * 100_000, "not a regctl plan: nested too deeply"),
     ('{"format_version": 1, "format_version": 2}', "duplicate key 'format_version'"),
@@ -409,7 +411,16 @@ BAD_PLANS: list[tuple[str | bytes, str]] = [
         json.dumps({**PLAN_HEAD, "changes": [], "bindings": [{"model": "m"}]}),
         "bindings[0].entry: required field is missing",
     ),
-    (json.dumps({"format_version": 1, "changes": []}), "target: required field is missing"),
+    (json.dumps({"format_version": 2, "changes": []}), "target: required field is missing"),
+    (json.dumps({"format_version": 1, "changes": []}), "unsupported plan format_version 1"),
+    (
+        json.dumps({**PLAN_HEAD, "changes": [], "inputs": {}, "options": {"prune": 1}}),
+        "options.prune: expected true or false, got an integer",
+    ),
+    (
+        json.dumps({**PLAN_HEAD, "changes": [], "inputs": {"manifests": 3}, "options": {}}),
+        "inputs.manifests: expected a string, got an integer",
+    ),
 ]
 
 
@@ -425,7 +436,7 @@ def test_a_malformed_plan_file_is_one_line_and_nothing_is_written(
         code, out, err = run_cli(*cli_args(b, "apply", str(plan), "--auto-approve"))
         assert code == 1, (text[:80], out, err)
         lines = err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"error: {plan}: "), lines
+        assert len(lines) == 1 and lines[0].startswith(f"error: {plan}:"), lines
         assert why in lines[0], (lines[0], why)
         assert "internal error" not in err
         assert http_log.writes() == []
