@@ -370,6 +370,17 @@ def test_a_waiver_binds_to_one_run_never_to_a_name(
     assert bar["outcome"] == "deny" and "names the run by name only" in bar["waiver_note"]
     assert bar["waive_with"] == f"run: {A}, digest: {digest}"
 
+    # the right name with another run's digest binds nothing either
+    lgbm.write_text(shipped + waiver(model, f"run: {A}\ndigest: sha256:{'0' * 64}"))
+    code, out, err = run_cli(*args(b, "check", "--format", "json"))
+    assert code == 3, err
+    (bar,) = [
+        r
+        for r in json.loads(out)["results"]
+        if r["rule"] == "production-bar" and r["check"] == "rmse_test"
+    ]
+    assert bar["outcome"] == "deny" and f"is not this run's {digest}" in bar["waiver_note"]
+
     lgbm.write_text(shipped + waiver(model, f"run: {A}\ndigest: {digest}"))
     code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
     assert code == 0, out + err
@@ -463,11 +474,21 @@ def test_moving_production_back_is_a_repair_and_promotions_compare_to_the_declar
     v2 = b.client.create_model_version(model, f"runs:/{rid}", run_id=rid)
     b.client.set_registered_model_alias(model, "Production", v2.version)
 
+    # a compare_to rule on a metric the declared holder lacks: moving back to the holder
+    # is a repair, not judged by compare_to (judged, it would deny: the metric is missing)
+    probe = b.repo / "policies" / "probe.yaml"
+    probe.write_text(
+        "apiVersion: regctl/v1\nkind: Policy\nname: probe\n"
+        "match: {params: {model_type: lgbm}}\nrules:\n  - name: no-worse-sharpe\n"
+        "    aliases: [Production]\n    compare_to: Production\n"
+        "    metrics: {sharpe_test: {max_decrease: 1%}}\n"
+    )
     code, out, err = run_cli(*args(b, "diff", "--exit-code"))
     assert code == 2, out + err  # drift, not a denial
     code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
     assert code == 0, out + err
     assert b.client.get_model_version_by_alias(model, "Production").version == "1"
+    probe.unlink()
 
     # by hand again, a worse holder; a PR promotes C, better than it but 20% worse than
     # the declared holder A: judged against A (not the hand-made holder), it is denied
