@@ -16,12 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import git
-
 from regctl.model import LEDGER_MODEL
 from regctl.runs import read_run_dir
 
-from conftest import REPO, Backend, Recorder, write_manifest
+from conftest import REPO, Backend, Recorder, git_commit, init_git, write_manifest
 
 CLI = Callable[..., tuple[int, str, str]]
 
@@ -439,26 +437,12 @@ def test_minus_infinity_passes_no_bound_before_or_after_sync(
 # -------------------------------------------------------------- 7. drift repair
 
 
-def init_git(repo: Path) -> git.Repo:
-    r = git.Repo.init(repo, initial_branch="main")
-    with r.config_writer() as cw:
-        cw.set_value("user", "name", "Ada Lovelace")
-        cw.set_value("user", "email", "ada@example.com")
-    (repo / ".gitignore").write_text("*.db\nmlruns/\nplan.json\n")
-    return r
+commit = git_commit
 
 
-def commit(r: git.Repo, message: str) -> str:
-    r.git.add("-A")
-    r.git.commit("-m", message)
-    return str(r.head.commit.hexsha)
-
-
-def test_moving_production_back_is_a_repair_and_promotions_compare_to_the_declared_holder(
-    server_backend: Backend, uniq: str, run_cli: CLI
-) -> None:
-    """Protection: compare_to judges against the holder the base manifests declared."""
-    b = server_backend
+def a_in_production(b: Backend, uniq: str, run_cli: CLI) -> tuple[Any, str]:
+    """The shipped policies, a git repository whose one commit puts run A (rmse_test
+    0.045) in Production, applied: (the repository, the model's name)."""
     shipped_policies(b.repo)
     r = init_git(b.repo)
     run_dir(b.repo, A, rmse_test=0.045)
@@ -467,6 +451,15 @@ def test_moving_production_back_is_a_repair_and_promotions_compare_to_the_declar
     )
     commit(r, "A in Production")
     assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
+    return r, model
+
+
+def test_moving_production_back_is_a_repair_and_promotions_compare_to_the_declared_holder(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    """Protection: compare_to judges against the holder the base manifests declared."""
+    b = server_backend
+    r, model = a_in_production(b, uniq, run_cli)
 
     # by hand: a better, unmanaged version takes Production
     hand = run_dir(b.repo / "elsewhere", B, rmse_test=0.02)
@@ -645,14 +638,7 @@ def test_attack_moving_the_model_to_another_experiment_escapes_compare_to(
     # the same run name at another directory makes the holder "created by this plan": no
     # incumbent, so a 29% worse rmse_test passes no-worse-than-incumbent.
     b = server_backend
-    shipped_policies(b.repo)
-    r = init_git(b.repo)
-    run_dir(b.repo, A, rmse_test=0.045)
-    model = manifest(
-        b, uniq, f"- run: {A}\n  run_dir: runs/{A}\n  description: a\n  aliases: [Production]\n"
-    )
-    commit(r, "A in Production")
-    assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
+    r, model = a_in_production(b, uniq, run_cli)
     run_dir(b.repo / "worse", A, rmse_test=0.058)  # under the bar of 0.06
     write_manifest(
         b.repo,
@@ -672,14 +658,7 @@ def test_attack_deleting_the_declared_holder_escapes_compare_to(
     # ATTACK: the declared holder's version, deleted by hand, is "no incumbent" (fail open):
     # its run and metrics are still there. A promotion 20% worse then passes compare_to.
     b = server_backend
-    shipped_policies(b.repo)
-    r = init_git(b.repo)
-    run_dir(b.repo, A, rmse_test=0.045)
-    model = manifest(
-        b, uniq, f"- run: {A}\n  run_dir: runs/{A}\n  description: a\n  aliases: [Production]\n"
-    )
-    commit(r, "A in Production")
-    assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
+    r, model = a_in_production(b, uniq, run_cli)
     b.client.delete_model_version(model, "1")  # by hand, in the registry
     run_dir(b.repo, C, rmse_test=0.054)
     manifest(

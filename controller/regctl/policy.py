@@ -320,7 +320,7 @@ class Subject:
 
 
 Incumbents: TypeAlias = (
-    Callable[[str, str], Sequence[Subject]]
+    Callable[[str, str], "Subject | Sequence[Subject] | None"]
     | Mapping[tuple[str, str], Subject]
     | Mapping[tuple[str, str], Sequence[Subject]]
 )
@@ -1082,7 +1082,14 @@ def _incumbent_lookup(incumbents: Incumbents) -> Callable[[str, str], tuple[Subj
     compares it (so `compare_to: production` finds the holder of `Production`)."""
     if not isinstance(incumbents, Mapping):
         call = incumbents
-        return lambda model, alias: tuple(call(model, alias))
+
+        def ask(model: str, alias: str) -> tuple[Subject, ...]:
+            found = call(model, alias)
+            if found is None:
+                return ()
+            return (found,) if isinstance(found, Subject) else tuple(found)
+
+        return ask
     table: dict[tuple[str, str], tuple[Subject, ...]] = {}
     for (model, alias), found in incumbents.items():
         many = (found,) if isinstance(found, Subject) else tuple(found)
@@ -1110,11 +1117,22 @@ def _applies(policy: Policy, subject: Subject) -> tuple[bool, list[str]]:
     return not missing, missing
 
 
-def _gate_result(subject: Subject, rule: str, observed: str, bound: str, detail: str) -> Result:
+def _verdict(
+    subject: Subject,
+    policy: str,
+    rule: str,
+    severity: Severity,
+    outcome: Outcome,
+    finding: _Finding,
+    suffix: str = "",
+    **extra: Any,
+) -> Result:
+    """A Result whose one-line message names the model, version, run, policy, rule, the
+    finding with its observed value and bound, and `suffix` (waivers)."""
     version = f"v{subject.version}" if subject.version is not None else "(new version)"
     message = (
-        f"{subject.model} {version}, run {subject.run}: {GATE_POLICY}/{rule}: {detail} "
-        f"(observed {observed}; bound {bound})"
+        f"{subject.model} {version}, run {subject.run}: {policy}/{rule}: "
+        f"{finding.detail} (observed {finding.observed}; bound {finding.bound}){suffix}"
     )
     return Result(
         model=subject.model,
@@ -1122,16 +1140,22 @@ def _gate_result(subject: Subject, rule: str, observed: str, bound: str, detail:
         run_id=subject.run_id,
         version=subject.version,
         location=subject.location,
-        policy=GATE_POLICY,
+        policy=policy,
         rule=rule,
-        check="",
-        severity="deny",
-        outcome="deny",
-        observed=_oneline(observed),
-        bound=_oneline(bound),
-        detail=_oneline(detail),
+        check=finding.check,
+        severity=severity,
+        outcome=outcome,
+        observed=_oneline(finding.observed),
+        bound=_oneline(finding.bound),
+        detail=_oneline(finding.detail),
         message=_oneline(message),
+        **extra,
     )
+
+
+def _gate_result(subject: Subject, rule: str, observed: str, bound: str, detail: str) -> Result:
+    finding = _Finding("", False, observed, bound, detail)
+    return _verdict(subject, GATE_POLICY, rule, "deny", "deny", finding)
 
 
 def _undecided(subject: Subject, policy: Policy, missing: list[str]) -> Result:
@@ -1237,26 +1261,14 @@ def _result(
                 suffix = f"; waiver expired on {used.expires.isoformat()} ({used.reason})"
         elif notes:
             suffix = "; " + "; ".join(notes)
-    version = f"v{subject.version}" if subject.version is not None else "(new version)"
-    message = (
-        f"{subject.model} {version}, run {subject.run}: {policy.name}/{rule.name}: "
-        f"{finding.detail} (observed {finding.observed}; bound {finding.bound}){suffix}"
-    )
-    return Result(
-        model=subject.model,
-        run=subject.run,
-        run_id=subject.run_id,
-        version=subject.version,
-        location=subject.location,
-        policy=policy.name,
-        rule=rule.name,
-        check=finding.check,
-        severity=rule.severity,
-        outcome=outcome,
-        observed=_oneline(finding.observed),
-        bound=_oneline(finding.bound),
-        detail=_oneline(finding.detail),
-        message=_oneline(message),
+    return _verdict(
+        subject,
+        policy.name,
+        rule.name,
+        rule.severity,
+        outcome,
+        finding,
+        suffix,
         waiver_reason=used.reason if used else None,
         waiver_expires=used.expires if used else None,
         waiver_note=_oneline("; ".join(notes)) if notes else None,
