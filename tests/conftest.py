@@ -26,7 +26,7 @@ import textwrap
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,17 +55,29 @@ class Server:
     root: Path
 
 
-def _start_server(root: Path, backend_store_uri: str | None = None) -> Server:
-    """An `mlflow server` on a free loopback port; SQLite in `root` unless a URI is given."""
+def _start_server(
+    root: Path,
+    backend_store_uri: str | None = None,
+    *,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 90,
+) -> Server:
+    """An `mlflow server` on a free loopback port; SQLite in `root` unless a URI is given.
+    `extra_args` go after `server` (e.g. `--app-name basic-auth`); `env` replaces the
+    environment the server gets (default: this one)."""
     port = free_port()
-    env = dict(os.environ)
-    env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"})
+    environment = dict(os.environ if env is None else env)
+    environment.update(
+        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    )
     log = (root / "server.log").open("wb")
     cmd = [
         sys.executable,
         "-m",
         "mlflow",
         "server",
+        *extra_args,
         "--backend-store-uri",
         backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
@@ -78,10 +90,16 @@ def _start_server(root: Path, backend_store_uri: str | None = None) -> Server:
         "1",
     ]
     proc = subprocess.Popen(
-        cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        cwd=root,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+    log.close()  # the child holds its own copy
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
@@ -94,7 +112,7 @@ def _start_server(root: Path, backend_store_uri: str | None = None) -> Server:
         except OSError:
             time.sleep(0.25)
     _stop(proc)
-    raise RuntimeError("mlflow server did not become healthy in 90 s")
+    raise RuntimeError(f"mlflow server did not become healthy in {timeout:.0f} s")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -436,3 +454,43 @@ def examples_repo(tmp_path: Path) -> Path:
         if src.exists():
             shutil.copytree(src, dest / part, symlinks=True)
     return dest
+
+
+WRITE_METHODS = (
+    "create_model",
+    "update_model_description",
+    "set_model_tag",
+    "delete_model_tag",
+    "create_version",
+    "update_version_description",
+    "set_version_tag",
+    "set_alias",
+    "delete_alias",
+    "delete_version",
+    "delete_model",
+    "create_experiment",
+    "create_run",
+    "log_batch",
+    "upload_artifact",
+    "finish_run",
+)
+"""The adapter's write methods: one call, one write request."""
+
+
+def init_git(repo: Path) -> Any:
+    """A git repository in `repo` with a committer, ignoring the local store."""
+    import git
+
+    r = git.Repo.init(repo, initial_branch="main")
+    with r.config_writer() as cw:
+        cw.set_value("user", "name", "Ada Lovelace")
+        cw.set_value("user", "email", "ada@example.com")
+    (repo / ".gitignore").write_text("*.db\nmlruns/\nplan.json\n")
+    return r
+
+
+def git_commit(r: Any, message: str, author: str = "Ada Lovelace <ada@example.com>") -> str:
+    """Commit everything; the new head's sha."""
+    r.git.add("-A")
+    r.git.commit("-m", message, author=author)
+    return str(r.head.commit.hexsha)

@@ -14,7 +14,7 @@ import pytest
 from regctl.lease import acquire, is_lease_model
 from regctl.mlflow_store import MlflowRegistry
 
-from conftest import REPO, Backend, Recorder, write_manifest
+from conftest import REPO, WRITE_METHODS, Backend, Recorder, write_manifest
 
 CLI = Callable[..., tuple[int, str, str]]
 
@@ -22,24 +22,7 @@ CLI = Callable[..., tuple[int, str, str]]
 class WriteCounter:
     """Wraps the adapter so tests on sqlite:/// count writes too (one call = one write)."""
 
-    WRITES = (
-        "create_model",
-        "update_model_description",
-        "set_model_tag",
-        "delete_model_tag",
-        "create_version",
-        "update_version_description",
-        "set_version_tag",
-        "set_alias",
-        "delete_alias",
-        "delete_version",
-        "delete_model",
-        "create_experiment",
-        "create_run",
-        "log_batch",
-        "upload_artifact",
-        "finish_run",
-    )
+    WRITES = WRITE_METHODS
 
     def __init__(self) -> None:
         self.calls: list[str] = []

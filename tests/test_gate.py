@@ -7,6 +7,7 @@ docs/reliability.md names each test; the comments say which protection each one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import textwrap
@@ -15,12 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import git
-
 from regctl.model import LEDGER_MODEL
 from regctl.runs import read_run_dir
 
-from conftest import REPO, Backend, Recorder, write_manifest
+from conftest import REPO, Backend, Recorder, git_commit, init_git, write_manifest
 
 CLI = Callable[..., tuple[int, str, str]]
 
@@ -370,6 +369,17 @@ def test_a_waiver_binds_to_one_run_never_to_a_name(
     assert bar["outcome"] == "deny" and "names the run by name only" in bar["waiver_note"]
     assert bar["waive_with"] == f"run: {A}, digest: {digest}"
 
+    # the right name with another run's digest binds nothing either
+    lgbm.write_text(shipped + waiver(model, f"run: {A}\ndigest: sha256:{'0' * 64}"))
+    code, out, err = run_cli(*args(b, "check", "--format", "json"))
+    assert code == 3, err
+    (bar,) = [
+        r
+        for r in json.loads(out)["results"]
+        if r["rule"] == "production-bar" and r["check"] == "rmse_test"
+    ]
+    assert bar["outcome"] == "deny" and f"is not this run's {digest}" in bar["waiver_note"]
+
     lgbm.write_text(shipped + waiver(model, f"run: {A}\ndigest: {digest}"))
     code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
     assert code == 0, out + err
@@ -427,26 +437,12 @@ def test_minus_infinity_passes_no_bound_before_or_after_sync(
 # -------------------------------------------------------------- 7. drift repair
 
 
-def init_git(repo: Path) -> git.Repo:
-    r = git.Repo.init(repo, initial_branch="main")
-    with r.config_writer() as cw:
-        cw.set_value("user", "name", "Ada Lovelace")
-        cw.set_value("user", "email", "ada@example.com")
-    (repo / ".gitignore").write_text("*.db\nmlruns/\nplan.json\n")
-    return r
+commit = git_commit
 
 
-def commit(r: git.Repo, message: str) -> str:
-    r.git.add("-A")
-    r.git.commit("-m", message)
-    return str(r.head.commit.hexsha)
-
-
-def test_moving_production_back_is_a_repair_and_promotions_compare_to_the_declared_holder(
-    server_backend: Backend, uniq: str, run_cli: CLI
-) -> None:
-    """Protection: compare_to judges against the holder the base manifests declared."""
-    b = server_backend
+def a_in_production(b: Backend, uniq: str, run_cli: CLI) -> tuple[Any, str]:
+    """The shipped policies, a git repository whose one commit puts run A (rmse_test
+    0.045) in Production, applied: (the repository, the model's name)."""
     shipped_policies(b.repo)
     r = init_git(b.repo)
     run_dir(b.repo, A, rmse_test=0.045)
@@ -455,6 +451,15 @@ def test_moving_production_back_is_a_repair_and_promotions_compare_to_the_declar
     )
     commit(r, "A in Production")
     assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
+    return r, model
+
+
+def test_moving_production_back_is_a_repair_and_promotions_compare_to_the_declared_holder(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    """Protection: compare_to judges against the holder the base manifests declared."""
+    b = server_backend
+    r, model = a_in_production(b, uniq, run_cli)
 
     # by hand: a better, unmanaged version takes Production
     hand = run_dir(b.repo / "elsewhere", B, rmse_test=0.02)
@@ -463,11 +468,21 @@ def test_moving_production_back_is_a_repair_and_promotions_compare_to_the_declar
     v2 = b.client.create_model_version(model, f"runs:/{rid}", run_id=rid)
     b.client.set_registered_model_alias(model, "Production", v2.version)
 
+    # a compare_to rule on a metric the declared holder lacks: moving back to the holder
+    # is a repair, not judged by compare_to (judged, it would deny: the metric is missing)
+    probe = b.repo / "policies" / "probe.yaml"
+    probe.write_text(
+        "apiVersion: regctl/v1\nkind: Policy\nname: probe\n"
+        "match: {params: {model_type: lgbm}}\nrules:\n  - name: no-worse-sharpe\n"
+        "    aliases: [Production]\n    compare_to: Production\n"
+        "    metrics: {sharpe_test: {max_decrease: 1%}}\n"
+    )
     code, out, err = run_cli(*args(b, "diff", "--exit-code"))
     assert code == 2, out + err  # drift, not a denial
     code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
     assert code == 0, out + err
     assert b.client.get_model_version_by_alias(model, "Production").version == "1"
+    probe.unlink()
 
     # by hand again, a worse holder; a PR promotes C, better than it but 20% worse than
     # the declared holder A: judged against A (not the hand-made holder), it is denied
@@ -514,3 +529,247 @@ def test_a_pin_cannot_bind_a_new_run_dir_to_another_runs_version(
         assert f"is registered from run {other}" in err and "is not logged yet" in err
         assert http_log.writes() == []
     assert b.client.get_registered_model(model).aliases == {}
+
+
+# ------------------------------------------------------------------ attacks (helper h/attack)
+#
+# Each test below is marked `# ATTACK:` and plays an attack that got through on the code
+# it was written against; it fails until the protection it names exists.
+
+
+def forge_ledger(b: Backend, run_id: str, digest: str) -> None:
+    """What anyone who may tag registered models can do: vouch for any run on the ledger."""
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # it may exist already
+        b.client.create_registered_model(LEDGER_MODEL)
+    b.client.set_registered_model_tag(LEDGER_MODEL, f"regctl.proven.{run_id}", digest)
+
+
+def test_attack_a_forged_ledger_entry_does_not_prove_a_squatted_run(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    # ATTACK: the ledger vouches without a download, and anyone may write it. The digest is
+    # public (diff --out, check and anyone with the branch can compute it), so a squatter
+    # copies the directory's params and metrics, changes model.txt (same size), and writes
+    # `regctl.proven.<their run>` = the directory's digest: apply registers their model.
+    b = server_backend
+    d = run_dir(b.repo, A)
+    record = read_run_dir(d)
+    model = manifest(b, uniq, f"- run: {A}\n  run_dir: runs/{A}\n  aliases: [Staging]\n")
+    copy = b.repo / "copy" / A
+    shutil.copytree(d, copy)
+    (copy / "model.txt").write_text("evil\n")  # same size as "tree\n"
+    squat = log_like_a_pipeline(
+        b, f"{uniq}-exp", A, dict(record.params), dict(record.metrics), copy
+    )
+    forge_ledger(b, squat, record.digest)
+    code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
+    assert code == 1, out + err
+    assert f"run {squat} named '{A}'" in err and "file 'model.txt': sha256 " in err
+    assert b.client.search_registered_models(f"name = '{model}'") == []
+
+
+def test_attack_a_forged_ledger_entry_does_not_carry_a_waiver_to_another_run(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    # ATTACK: a waiver binds by name + digest; for a run taken by run_id (no run_dir) the
+    # digest is read from the ledger, unproven. Another run with the waived run's name in
+    # the model's experiment, rmse_test 0.5, plus a forged ledger entry: the waiver covers it.
+    b = server_backend
+    shipped_policies(b.repo)
+    d = run_dir(b.repo, A, rmse_test=0.08)
+    record = read_run_dir(d)
+    model = f"{uniq}-m"
+    lgbm = b.repo / "policies" / "lgbm.yaml"
+    lgbm.write_text(lgbm.read_text() + waiver(model, f"run: {A}\ndigest: {record.digest}"))
+    evil = log_like_a_pipeline(
+        b,
+        f"{uniq}-exp",
+        A,
+        dict(record.params),
+        {**record.metrics, "rmse_test": 0.5},
+        {"model.txt": "evil"},
+    )
+    forge_ledger(b, evil, record.digest)
+    manifest(b, uniq, f"- run_id: {evil}\n  description: e\n  aliases: [Production]\n")
+    code, out, err = run_cli(*args(b, "check"))
+    assert code == 3, out + err
+    assert "rmse_test 0.5" in out and "DENY" in out
+    assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 3
+    assert b.client.search_registered_models(f"name = '{model}'") == []
+
+
+def test_attack_a_hand_registered_version_with_a_foreign_source_is_never_adopted(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    # ATTACK: MLflow stores a version's source as given, checking only runs:/,
+    # mlflow-artifacts:/ and local ones against run_id. Adoption takes any version whose
+    # run_id is the entry's run: one whose source merely contains `/<run id>/artifacts`
+    # counts as the run's root, and one whose source is anywhere else is taken when the
+    # entry gives no artifact_path. The alias then points at files the run does not hold
+    # (`models:/m@Staging` downloads them).
+    b = server_backend
+    d = run_dir(b.repo, A)
+    rec = read_run_dir(d)
+    rid = log_like_a_pipeline(b, f"{uniq}-exp", A, dict(rec.params), dict(rec.metrics), d)
+    # the server checks runs:/, mlflow-artifacts:/ and local sources against run_id; any
+    # other scheme that names no host (s3://, gs://, models:/) is stored as given
+    sources = {
+        "look": f"s3://attacker-bucket/{rid}/artifacts",
+        "far": "s3://attacker-bucket/model",
+    }
+    for name, source in sources.items():
+        b.client.create_registered_model(f"{uniq}-{name}")
+        b.client.create_model_version(f"{uniq}-{name}", source, run_id=rid)
+        manifest(b, uniq, f"- run: {A}\n  run_dir: runs/{A}\n  aliases: [Staging]\n", name=name)
+    code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
+    assert code in (0, 1), out + err
+    for name in sources:
+        for number in b.client.get_registered_model(f"{uniq}-{name}").aliases.values():
+            assert b.client.get_model_version(f"{uniq}-{name}", number).source == f"runs:/{rid}"
+
+
+def test_attack_moving_the_model_to_another_experiment_escapes_compare_to(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    # ATTACK: the base's declared holder is found by (run name, run_id, artifact_path), not
+    # by its experiment. A pull request that moves the model to a new experiment and points
+    # the same run name at another directory makes the holder "created by this plan": no
+    # incumbent, so a 29% worse rmse_test passes no-worse-than-incumbent.
+    b = server_backend
+    r, model = a_in_production(b, uniq, run_cli)
+    run_dir(b.repo / "worse", A, rmse_test=0.058)  # under the bar of 0.06
+    write_manifest(
+        b.repo,
+        "m",
+        f"apiVersion: regctl/v1\nkind: RegisteredModel\nname: {model}\n"
+        f"experiment: {uniq}-exp2\nversions:\n"
+        f"- run: {A}\n  run_dir: worse/runs/{A}\n  description: a\n  aliases: [Production]\n",
+    )
+    code, out, err = run_cli(*args(b, "diff", "--base", "main"))
+    assert code == 3, out + err
+    assert "no-worse-than-incumbent" in out
+
+
+def test_attack_deleting_the_declared_holder_escapes_compare_to(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    # ATTACK: the declared holder's version, deleted by hand, is "no incumbent" (fail open):
+    # its run and metrics are still there. A promotion 20% worse then passes compare_to.
+    b = server_backend
+    r, model = a_in_production(b, uniq, run_cli)
+    b.client.delete_model_version(model, "1")  # by hand, in the registry
+    run_dir(b.repo, C, rmse_test=0.054)
+    manifest(
+        b,
+        uniq,
+        f"- run: {A}\n  run_dir: runs/{A}\n  description: a\n"
+        f"- run: {C}\n  run_dir: runs/{C}\n  description: c\n  aliases: [Production]\n",
+    )
+    code, out, err = run_cli(*args(b, "diff", "--base", "main"))
+    assert code == 3, out + err
+    assert "no-worse-than-incumbent" in out
+
+
+def test_attack_a_forged_applied_tag_does_not_choose_the_base(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    # ATTACK: without --base (the apply workflow, `check` in the plan workflow, the
+    # controller) the base commit is read from the model's `regctl.applied` tag, which
+    # anyone who may tag the model can rewrite. Pointed at a commit that declared no
+    # Production holder, compare_to has no incumbent: a 20% worse version is applied.
+    b = server_backend
+    shipped_policies(b.repo)
+    r = init_git(b.repo)
+    run_dir(b.repo, A, rmse_test=0.045)
+    entry_a = f"- run: {A}\n  run_dir: runs/{A}\n  description: a\n"
+    model = manifest(b, uniq, entry_a)
+    first = commit(r, "A, no alias yet")
+    manifest(b, uniq, entry_a + "  aliases: [Production]\n")
+    commit(r, "A in Production")
+    assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
+    b.client.set_registered_model_tag(
+        model, "regctl.applied", f"commit {first} by mallory at 2025-01-01T00:00:00Z"
+    )
+    run_dir(b.repo, C, rmse_test=0.054)
+    manifest(
+        b,
+        uniq,
+        entry_a + f"- run: {C}\n  run_dir: runs/{C}\n  description: c\n  aliases: [Production]\n",
+    )
+    commit(r, "C in Production")
+    code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
+    assert code == 3, out + err
+    assert b.client.get_model_version_by_alias(model, "Production").version == "1"
+
+
+def test_attack_a_lowercase_compare_to_still_compares(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    # ATTACK: `aliases:` scoping ignores case (a rule for `production` judges Production)
+    # but `compare_to` looks its alias up exactly: `compare_to: production` never finds
+    # the holder of Production, so the rule always passes ("no incumbent"), silently.
+    b = server_backend
+    (b.repo / "policies").mkdir()
+    (b.repo / "policies" / "p.yaml").write_text(
+        "apiVersion: regctl/v1\nkind: Policy\nname: lgbm\n"
+        "match: {params: {model_type: lgbm}}\nrules:\n  - name: no-worse\n"
+        "    aliases: [production]\n    compare_to: production\n"
+        "    metrics: {rmse_test: {max_increase: 5%}}\n"
+    )
+    r = init_git(b.repo)
+    run_dir(b.repo, A, rmse_test=0.045)
+    entry_a = f"- run: {A}\n  run_dir: runs/{A}\n"
+    manifest(b, uniq, entry_a + "  aliases: [Production]\n")
+    commit(r, "A in Production")
+    assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
+    run_dir(b.repo, C, rmse_test=0.054)
+    manifest(b, uniq, entry_a + f"- run: {C}\n  run_dir: runs/{C}\n  aliases: [Production]\n")
+    code, out, err = run_cli(*args(b, "diff", "--base", "main"))
+    assert code in (1, 3), out + err  # denied, or the policy refused as ambiguous
+    assert "no incumbent" not in out
+
+
+def test_attack_a_squatters_path_params_do_not_choose_the_model_file(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    # ATTACK: path params (run_dir, model_path) only warn when they differ, since they
+    # differ between machines; but inference takes the model file from them
+    # (`model_artifact_path`). A squatter with the directory's exact files points
+    # model_path at another of its files (an old model, or the config): proven, registered,
+    # and `regctl resolve` names that file as the model.
+    from regctl.inference import model_artifact_path
+
+    b = server_backend
+    d = run_dir(b.repo, A)
+    (d / "baseline").mkdir()
+    (d / "baseline" / "model.txt").write_text("old model\n")
+    record = read_run_dir(d)
+    model = manifest(b, uniq, f"- run: {A}\n  run_dir: runs/{A}\n  aliases: [Staging]\n")
+    params = dict(record.params)
+    params["model_path"] = params["run_dir"] + "/baseline/model.txt"
+    log_like_a_pipeline(b, f"{uniq}-exp", A, params, dict(record.metrics), d)
+    code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
+    if code == 0:
+        v = b.client.get_model_version_by_alias(model, "Staging")
+        assert model_artifact_path(b.client.get_run(v.run_id).data.params) == "model.txt"
+    else:
+        assert code == 1 and "model_path" in err, out + err
+
+
+def test_attack_a_renamed_run_does_not_hand_its_entry_to_a_squatter(
+    server_backend: Backend, uniq: str, run_cli: CLI
+) -> None:
+    # ATTACK: an entry without run_dir (what `regctl import` writes) is bound by run name
+    # alone. Rename the run it was registered from (or delete it) and log your own run
+    # under that name: the next apply, with no manifest change, registers yours and moves
+    # the entry's alias to it; the version that held it is left "undeclared".
+    b = server_backend
+    honest = log_like_a_pipeline(b, f"{uniq}-exp", A, {}, {"rmse_test": 0.045}, {"m": "a"})
+    model = manifest(b, uniq, f"- run: {A}\n  aliases: [Staging]\n")
+    assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
+    b.client.update_run(honest, name=f"{A}-old")  # by hand, with experiment write access
+    log_like_a_pipeline(b, f"{uniq}-exp", A, {}, {"rmse_test": 0.001}, {"m": "evil"})
+    code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
+    assert b.client.get_model_version_by_alias(model, "Staging").run_id == honest, out + err

@@ -14,13 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import git
 import pytest
 
 from regctl.lease import is_lease_model
 from regctl.model import PROVENANCE_TAG
 
-from conftest import REPO, Backend, Recorder, write_manifest
+from conftest import REPO, Backend, Recorder, git_commit, init_git, write_manifest
 
 CLI = Callable[..., tuple[int, str, str]]
 
@@ -29,20 +28,7 @@ def args(b: Backend, *rest: str) -> list[str]:
     return ["--tracking-uri", b.uri, "--repo", str(b.repo), *rest]
 
 
-def init_git(repo: Path) -> git.Repo:
-    r = git.Repo.init(repo, initial_branch="main")
-    with r.config_writer() as cw:
-        cw.set_value("user", "name", "Ada Lovelace")
-        cw.set_value("user", "email", "ada@example.com")
-    (repo / ".gitignore").write_text("*.db\nmlruns/\n")
-    return r
-
-
-def commit(r: git.Repo, message: str, author: str = "Ada Lovelace <ada@example.com>") -> str:
-    r.git.add("-A")
-    name, email = author[:-1].split(" <")
-    r.git.commit("-m", message, author=f"{name} <{email}>")
-    return r.head.commit.hexsha
+commit = git_commit
 
 
 def manifest(b: Backend, uniq: str, name: str, entries: str) -> None:

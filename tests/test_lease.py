@@ -43,7 +43,7 @@ from regctl.lease import (
 )
 from regctl.mlflow_store import MlflowRegistry
 
-from conftest import REPO, Backend, Server, write_manifest
+from conftest import REPO, WRITE_METHODS, Backend, Server, write_manifest
 
 TTL = 60.0
 ELSEWHERE = Process("another-host", "another-boot pid:[4026531836]", 4242, "17")
@@ -486,24 +486,7 @@ def test_a_live_legacy_lease_blocks_and_a_stale_one_does_not(registry: MlflowReg
 SHORT_TTL = 9.0
 
 
-WRITES = {
-    "create_model",
-    "update_model_description",
-    "set_model_tag",
-    "delete_model_tag",
-    "create_version",
-    "update_version_description",
-    "set_version_tag",
-    "set_alias",
-    "delete_alias",
-    "delete_version",
-    "delete_model",
-    "create_experiment",
-    "create_run",
-    "log_batch",
-    "upload_artifact",
-    "finish_run",
-}
+WRITES = set(WRITE_METHODS)
 
 
 class Blocking:

@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import REPO, Server, _stop, free_port
+from conftest import REPO, Server, _start_server, _stop
 
 ADMIN = ("admin", "admin-Passw0rd-for-tests")
 READER = ("regctl-plan", "reader-Passw0rd-for-tests")
@@ -76,56 +75,22 @@ class AuthServer:
 def _start_auth_server(root: Path) -> AuthServer:
     """`_start_server` of conftest.py, with the basic-auth app and workspaces turned on."""
     (root / "basic_auth.ini").write_text(BASIC_AUTH_INI.format(db=root / "basic_auth.db"))
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
     env.update(
         {
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_AUTH_CONFIG_PATH": str(root / "basic_auth.ini"),
             "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-csrf-key",
         }
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--app-name",
-        "basic-auth",
-        "--enable-workspaces",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "mlartifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with (root / "server.log").open("wb") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
-    while time.monotonic() < started + 120:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                "mlflow server exited:\n" + (root / "server.log").read_text()[-3000:]
-            )
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(url + "/health", timeout=2) as resp,
-        ):
-            if resp.status == 200:
-                return AuthServer(Server(url, proc, root), time.monotonic() - started)
-        time.sleep(0.25)
-    _stop(proc)
-    raise RuntimeError("mlflow server (basic-auth) did not become healthy in 120 s")
+    server = _start_server(
+        root,
+        extra_args=("--app-name", "basic-auth", "--enable-workspaces"),
+        env=env,
+        timeout=120,
+    )
+    return AuthServer(server, time.monotonic() - started)
 
 
 def _make_users(srv: AuthServer) -> None:

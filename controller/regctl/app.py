@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from regctl import gitinfo
 from regctl.apply import ApplyContext, ApplyReport, apply_plan
-from regctl.diff import MAX_DELETE_SHARE, diff, source_path
+from regctl.diff import MAX_DELETE_SHARE, artifact_uris, diff, source_path
 from regctl.errors import (
     Aborted,
     ApplyError,
@@ -329,29 +329,45 @@ def make_plan(
         workers=default_concurrency(settings),
     )
     pending = pending_runs(inputs.items, observed.runs)
-    proofs = prove_claims(
-        inputs.items,
-        observed,
-        registry,
-        known=inputs.proven,
-        workers=default_concurrency(settings),
-    )
-    unproven = {
-        i.key: p.message(i.display)
-        for i in inputs.items
-        if (p := proofs.get(i.key)) is not None and not p.proven
-    }
+    workers = default_concurrency(settings)
+    proofs = prove_claims(inputs.items, observed, registry, known=inputs.proven, workers=workers)
     target = registry_target(settings)
-    plan = diff(
-        desired,
-        observed,
-        target=target,
-        pending=pending,
-        unproven=unproven,
-        prune=prune,
-        complete=complete,
-        max_delete_share=None if allow_mass_delete else MAX_DELETE_SHARE,
-    )
+
+    def plan_with(proofs: Mapping[tuple[str, str], Proof]) -> Plan:
+        unproven = {
+            i.key: p.message(i.display)
+            for i in inputs.items
+            if (p := proofs.get(i.key)) is not None and not p.proven
+        }
+        return diff(
+            desired,
+            observed,
+            target=target,
+            pending=pending,
+            unproven=unproven,
+            prune=prune,
+            complete=complete,
+            max_delete_share=None if allow_mass_delete else MAX_DELETE_SHARE,
+        )
+
+    plan = plan_with(proofs)
+    # A ledger entry is anyone's to write: the runs this plan registers a version from or
+    # points an alias at are hashed now, whatever the ledger says (once per command).
+    staked = staked_runs(plan, observed)
+    stale = {k for k, p in proofs.items() if p.run_id in staked and not p.downloaded}
+    stale = {k for k in stale if inputs.proven.get(proofs[k].run_id) != proofs[k].digest}
+    if stale:
+        fresh = prove_claims(
+            [i for i in inputs.items if i.key in stale],
+            observed,
+            registry,
+            known=inputs.proven,
+            workers=workers,
+            trust_ledger=False,
+        )
+        proofs = {**proofs, **fresh}
+        if any(not p.proven for p in fresh.values()):
+            plan = plan_with(proofs)  # raises PlanError naming the run and what differs
     plan = dataclasses.replace(
         plan,
         inputs=dict(inputs.digests),
@@ -367,11 +383,35 @@ def prove_claims(
     *,
     known: dict[str, str] | None = None,
     workers: int = 1,
+    trust_ledger: bool = True,
 ) -> dict[tuple[str, str], Proof]:
     """Content proofs for the run directories whose run name is logged (exactly once)."""
     found = {key: refs[0] for key, refs in observed.runs.items() if len(refs) == 1}
     claims = [(i.experiment, i.record) for i in items if i.key in found]
-    return prove(claims, found, reader, observed.ledger, known=known, workers=workers)
+    return prove(
+        claims,
+        found,
+        reader,
+        observed.ledger,
+        known=known,
+        workers=workers,
+        trust_ledger=trust_ledger,
+    )
+
+
+def staked_runs(plan: Plan, observed: ObservedState) -> set[str]:
+    """Run ids whose files a plan puts behind a model: versions it creates, and the
+    versions it points aliases at."""
+    out: set[str] = set()
+    for c in plan.changes:
+        if isinstance(c, CreateVersion) and c.run_id is not None:
+            out.add(c.run_id)
+        elif isinstance(c, SetAlias) and c.entry is None:
+            current = observed.models.get(c.model)
+            version = current.versions.get(c.new) if current is not None else None
+            if version is not None:
+                out.add(version.run_id)
+    return out
 
 
 def _touched(plan: Plan) -> set[tuple[str, int]]:
@@ -423,7 +463,8 @@ def subjects(planned: Planned, reader: RegistryReader, *, only_touched: bool) ->
         if logged is not None:
             params, metrics, source = logged.params, logged.metrics, "mlflow"
             name = logged.ref.name or v.run_ref
-            digest = digest or planned.observed.ledger.get(logged.ref.run_id)
+            # only a run directory gives a digest a waiver may bind to: a ledger entry is
+            # anyone's to write, so a run taken by run_id is waived by its run_id
             home = planned.observed.experiments.get(experiment)
             in_experiment = home is not None and logged.ref.experiment_id == home
         elif record is not None:
@@ -464,32 +505,49 @@ def applied_commit(model: ObservedModel) -> str | None:
 
 def base_models(
     settings: Settings, planned: Planned, base: str | None
-) -> dict[str, tuple[bool, DesiredModel | None]]:
-    """model -> (known, the model as the base manifests declare it, or None if absent).
+) -> dict[str, list[tuple[str, DesiredModel | None]]]:
+    """model -> [(revision, the model as that revision's manifests declare it, or None)].
 
-    The base is `--base REF` when given (a pull request's target branch), else the commit
-    that the model's last apply recorded (`regctl.applied`). Unknown when neither gives a
-    readable revision (no git history, a commit not fetched): callers then fail closed.
+    The holder of an alias "before the change" is what reviewed manifests declared:
+    - with `--base REF` (a pull request's target branch): REF;
+    - else every revision that can tell, and `compare_to` must hold against each: the
+      commit the model's last apply recorded (`regctl.applied`), when it is HEAD or an
+      ancestor of it (the tag is anyone's to write: a commit off this history is ignored),
+      and the revision before the change in this checkout (HEAD when the working tree's
+      manifest differs from HEAD's, else HEAD's first parent).
+    An empty list means that no revision can be read (no git history): callers then trust
+    the registry's holder only when the manifests declare it.
     """
     names = [m.name for m in planned.desired.models]
     if base is not None:
         state = _state_at(settings, base)
-        return {n: (state is not None, state.model(n) if state else None) for n in names}
-    out: dict[str, tuple[bool, DesiredModel | None]] = {}
+        return {n: [(base, state.model(n))] if state is not None else [] for n in names}
     states: dict[str, DesiredState | None] = {}
-    for name in names:
-        current = planned.observed.models.get(name)
-        if current is None:  # not in the registry: nothing holds an alias yet
-            out[name] = (True, None)
-            continue
-        commit = applied_commit(current)
-        if commit is None:
-            out[name] = (False, None)
-            continue
-        if commit not in states:
-            states[commit] = _state_at(settings, commit)
-        state = states[commit]
-        out[name] = (state is not None, state.model(name) if state else None)
+
+    def at(ref: str) -> DesiredState | None:
+        if ref not in states:
+            states[ref] = _state_at(settings, ref)
+        return states[ref]
+
+    head = at("HEAD")
+    out: dict[str, list[tuple[str, DesiredModel | None]]] = {}
+    for m in planned.desired.models:
+        revisions: list[tuple[str, DesiredModel | None]] = []
+        current = planned.observed.models.get(m.name)
+        commit = applied_commit(current) if current is not None else None
+        if commit is not None and gitinfo.is_ancestor(settings.repo, commit, "HEAD"):
+            state = at(commit)
+            if state is not None:
+                revisions.append((commit[:12], state.model(m.name)))
+        if head is not None:
+            at_head = head.model(m.name)
+            if at_head is not None and _comparable(at_head) == _comparable(m):
+                parent = at("HEAD^")
+                if parent is not None:
+                    revisions.append(("HEAD^", parent.model(m.name)))
+            else:
+                revisions.append(("HEAD", at_head))
+        out[m.name] = revisions
     return out
 
 
@@ -504,52 +562,70 @@ def _state_at(settings: Settings, ref: str) -> DesiredState | None:
 
 @dataclass(frozen=True, slots=True)
 class DeclaredHolder:
-    """Which version held an alias before the change, as the base manifests declare it.
+    """Which version held an alias before the change, as one base revision declares it.
 
-    `version` None with `known` True: the base declares no holder (a new alias, a new
-    model). `known` False: the base cannot be read, and the registry's holder is not a
-    version the manifests declare, so nothing trustworthy is known (`why` says why).
+    `known` False: nothing trustworthy is known (`why` says why): a `compare_to` rule then
+    fails closed. Otherwise `version` and/or `run_id` name the holder: a version whose run
+    is gone has no run id, a declared run whose version was deleted by hand no version.
     """
 
     known: bool
-    version: int | None
+    version: int | None = None
+    run_id: str | None = None
     why: str = ""
 
 
 def declared_holders(
     settings: Settings, planned: Planned, reader: RegistryReader, base: str | None
-) -> dict[tuple[str, str], DeclaredHolder]:
-    """(model, alias) -> the holder the base manifests declare, for every alias the
-    desired state sets (SPEC section 4: `compare_to` judges against it, never against a
-    holder made by hand in the registry)."""
+) -> dict[tuple[str, str], tuple[DeclaredHolder, ...]]:
+    """(model, alias) -> the holders the base revisions declare (see `base_models`), for
+    every alias the desired state sets; an alias no base declares a holder of is absent.
+    SPEC section 4: `compare_to` judges against them, never a holder set by hand."""
     bases = base_models(settings, planned, base)
     bound = {(b.model, b.entry): b for b in planned.plan.bindings}
-    out: dict[tuple[str, str], DeclaredHolder] = {}
+    uris = artifact_uris(planned.observed)
+    out: dict[tuple[str, str], tuple[DeclaredHolder, ...]] = {}
     for m in planned.desired.models:
         current = planned.observed.models.get(m.name)
-        known, old = bases.get(m.name, (False, None))
+        revisions = bases.get(m.name, [])
         aliases = {a for v in m.versions for a in v.aliases}
         for alias in sorted(aliases):
-            if known:
-                out[(m.name, alias)] = _holder_in_base(m, old, alias, current, bound, reader)
-                continue
-            # No readable base: the registry's holder counts only when the manifests
-            # declare that version; a holder made by hand is never the incumbent.
-            number = current.aliases.get(alias) if current is not None else None
-            declared = {b.version for (name, _), b in bound.items() if name == m.name}
-            if number is None:
-                out[(m.name, alias)] = DeclaredHolder(True, None)
-            elif number in declared:
-                out[(m.name, alias)] = DeclaredHolder(True, number)
-            else:
-                out[(m.name, alias)] = DeclaredHolder(
-                    False,
-                    None,
-                    f"the registry's holder v{number} is not a version the manifests declare "
-                    "(drift), and the base manifests cannot be read (no `regctl.applied` "
-                    "commit in this git history): pass --base REF, or fetch the history",
-                )
+            found: list[DeclaredHolder] = []
+            for _label, old in revisions:
+                holder = _holder_in_base(m, old, alias, current, bound, reader, uris)
+                if holder is not None and holder not in found:
+                    found.append(holder)
+            if not revisions:
+                # No readable base: the registry's holder counts only when the manifests
+                # declare that version; a holder made by hand is never the incumbent.
+                number = current.aliases.get(alias) if current is not None else None
+                declared = {b.version for (name, _), b in bound.items() if name == m.name}
+                if number is not None and number in declared and current is not None:
+                    found.append(DeclaredHolder(True, number, current.versions[number].run_id))
+                elif number is not None:
+                    found.append(
+                        DeclaredHolder(
+                            False,
+                            why=f"the registry's holder v{number} is not a version the "
+                            "manifests declare (drift), and no base revision can be read (no "
+                            "git history here): pass --base REF, or fetch the history",
+                        )
+                    )
+            if found:
+                out[(m.name, alias)] = tuple(found)
     return out
+
+
+def _same_entry(
+    v: DesiredVersion, experiment: str | None, entry: DesiredVersion, old_experiment: str | None
+) -> bool:
+    """The same manifest entry in two revisions: the same run (a run id, or a name in the
+    same experiment) and artifact path."""
+    if v.artifact_path != entry.artifact_path:
+        return False
+    if entry.run_id is not None:
+        return v.run_id == entry.run_id
+    return v.run == entry.run and experiment == old_experiment
 
 
 def _holder_in_base(
@@ -559,69 +635,88 @@ def _holder_in_base(
     current: ObservedModel | None,
     bound: Mapping[tuple[str, int], Binding],
     reader: RegistryReader,
-) -> DeclaredHolder:
+    uris: Mapping[str, str],
+) -> DeclaredHolder | None:
+    """The holder one base revision declares; None when it declares none (a new alias)."""
     entry = next((v for v in (old.versions if old else ()) if alias in v.aliases), None)
-    if entry is None or current is None:
-        return DeclaredHolder(True, None)
-    # The same entry in today's manifests: its binding names the version.
+    if entry is None or old is None:
+        return None
+    versions = current.versions if current is not None else {}
+    # The same entry in today's manifests, bound to an existing version: that version.
     for v in model.versions:
-        if (v.run, v.run_id, v.artifact_path) == (entry.run, entry.run_id, entry.artifact_path):
+        if _same_entry(v, model.experiment, entry, old.experiment):
             b = bound.get((model.name, v.index))
-            if b is not None:
-                return DeclaredHolder(True, None if b.created else b.version)
-    if entry.version is not None:
-        return DeclaredHolder(True, entry.version if entry.version in current.versions else None)
+            if b is not None and not b.created and b.version in versions:
+                return DeclaredHolder(True, b.version, versions[b.version].run_id)
+    if entry.version is not None and entry.version in versions:
+        return DeclaredHolder(True, entry.version, versions[entry.version].run_id)
     run_ids: set[str] = set()
     if entry.run_id is not None:
         run_ids = {entry.run_id}
-    elif entry.run is not None and old is not None and old.experiment is not None:
+    elif entry.run is not None and old.experiment is not None:
         experiments = reader.experiments([old.experiment])
         found = runs_by_name(reader, experiments, {old.experiment: {entry.run}})
         run_ids = {r.run_id for r in found.get((old.experiment, entry.run), ())}
-    for number, ov in sorted(current.versions.items()):
-        if ov.run_id in run_ids and source_path(ov.source, ov.run_id) in (
-            entry.artifact_path,
-            None,
-        ):
-            return DeclaredHolder(True, number)
-    return DeclaredHolder(True, None)
+    for number, ov in sorted(versions.items()):
+        path = source_path(ov.source, ov.run_id, uris.get(ov.run_id))
+        if ov.run_id in run_ids and path == entry.artifact_path:
+            return DeclaredHolder(True, number, ov.run_id)
+    if len(run_ids) == 1:
+        # its version was deleted by hand (or never registered), its run is still there:
+        # judge against the run's data, never "no incumbent"
+        (rid,) = run_ids
+        return DeclaredHolder(True, None, rid)
+    return DeclaredHolder(
+        False,
+        why=f"the base manifests declare {entry.run_ref} as the holder of {alias}, but neither "
+        "its version nor a single run of it can be found",
+    )
 
 
 def incumbents(
-    planned: Planned, reader: RegistryReader, holders: Mapping[tuple[str, str], DeclaredHolder]
-) -> dict[tuple[str, str], Subject]:
-    """(model, alias) -> the declared holder before the change, as policies see it.
+    planned: Planned,
+    reader: RegistryReader,
+    holders: Mapping[tuple[str, str], tuple[DeclaredHolder, ...]],
+) -> dict[tuple[str, str], tuple[Subject, ...]]:
+    """(model, alias) -> the declared holders before the change, as policies see them.
 
-    An unknown holder is a Subject without run data whose location says why, so that a
+    An unknown holder is a Subject of source `unknown` whose location says why, so that a
     `compare_to` rule fails closed with that reason."""
-    picked: dict[tuple[str, str], tuple[int, str]] = {}
-    out: dict[tuple[str, str], Subject] = {}
-    for (model, alias), holder in holders.items():
+    data = reader.run_data({h.run_id for hs in holders.values() for h in hs if h.run_id})
+    out: dict[tuple[str, str], tuple[Subject, ...]] = {}
+    for (model, alias), found in holders.items():
         current = planned.observed.models.get(model)
-        if not holder.known:
-            out[(model, alias)] = Subject(
-                model, "(unknown)", None, None, (alias,), None, None, None, "none", holder.why
+        subjects_: list[Subject] = []
+        for h in found:
+            if not h.known:
+                subjects_.append(
+                    Subject(
+                        model, "(unknown)", None, None, (alias,), None, None, None, "unknown", h.why
+                    )
+                )
+                continue
+            logged = data.get(h.run_id) if h.run_id else None
+            ov = current.versions.get(h.version) if current and h.version is not None else None
+            where = (
+                f"registry: {model} version {h.version}"
+                if h.version is not None
+                else f"run {h.run_id} (its version is gone from the registry)"
             )
-        elif holder.version is not None and current is not None:
-            ov = current.versions.get(holder.version)
-            if ov is not None:
-                picked[(model, alias)] = (holder.version, ov.run_id)
-    data = reader.run_data({rid for _, rid in picked.values() if rid})
-    for (model, alias), (number, run_id) in picked.items():
-        current = planned.observed.models[model]
-        logged = data.get(run_id)
-        out[(model, alias)] = Subject(
-            model,
-            logged.ref.name if logged else run_id,
-            run_id,
-            number,
-            (alias,),
-            current.versions[number].description,
-            logged.params if logged else None,
-            logged.metrics if logged else None,
-            "mlflow" if logged else "none",
-            f"registry: {model} version {number}",
-        )
+            subjects_.append(
+                Subject(
+                    model,
+                    logged.ref.name if logged else (h.run_id or "?"),
+                    h.run_id,
+                    h.version,
+                    (alias,),
+                    ov.description if ov is not None else None,
+                    logged.params if logged else None,
+                    logged.metrics if logged else None,
+                    "mlflow" if logged else "none",
+                    where,
+                )
+            )
+        out[(model, alias)] = tuple(subjects_)
     return out
 
 
@@ -645,7 +740,8 @@ def review(
         cand = by_version.get((c.model, c.new))
         if cand is None:
             continue
-        inc = holders.get((c.model, c.alias))
+        declared = holders.get((c.model, c.alias), ())
+        inc = next((h for h in declared if h.source != "unknown"), None)
         primary = (cand.params or {}).get("primary_metric", "")
         comparisons.append(
             Comparison(

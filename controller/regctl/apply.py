@@ -17,7 +17,7 @@ from functools import singledispatch
 from typing import Any
 
 from regctl.errors import AlreadyExists, ApplyError, RegistryError
-from regctl.model import PROVENANCE_TAG
+from regctl.model import ENTRY_TAG, PROVENANCE_TAG, entry_identity
 from regctl.plan import (
     Change,
     CreateModel,
@@ -119,8 +119,12 @@ def _create_or_adopt(change: CreateVersion, ctx: ApplyContext, run_id: str) -> i
     source = change.source(run_id)
     for attempt in range(CREATE_ATTEMPTS):
         try:
+            tags = {
+                **ctx.provenance_tags,
+                ENTRY_TAG: entry_identity(change.experiment, change.run_name, run_id),
+            }
             number = ctx.writer.create_version(
-                change.model, source, run_id, change.description, ctx.provenance_tags
+                change.model, source, run_id, change.description, tags
             )
             ctx.attributed.add((change.model, number))
             return number

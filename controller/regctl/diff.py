@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from regctl.errors import Location, PlanError, Problem
 from regctl.model import (
+    ENTRY_TAG,
     MANAGED_TAG,
     DesiredModel,
     DesiredState,
@@ -21,6 +22,7 @@ from regctl.model import (
     ObservedModel,
     ObservedState,
     ObservedVersion,
+    entry_identity,
 )
 from regctl.plan import (
     Binding,
@@ -56,17 +58,40 @@ class PendingRun:
     digest: str = ""
 
 
-def source_path(source: str, run_id: str) -> str | None:
-    """The artifact path a version's source points at inside its run, or None if unknown."""
+def source_path(source: str, run_id: str, artifact_uri: str | None = None) -> str | None:
+    """The artifact path a version's source points at inside its run, or None if unknown.
+
+    Only two forms are inside the run: `runs:/<run_id>[/<path>]`, and the run's own
+    artifact root (`artifact_uri`, as the tracking server reports it) plus a path. MLflow
+    stores any other source as given (`s3://bucket/<run_id>/artifacts` registered with
+    that run id is somebody else's bucket), so such a version is never taken for an
+    entry's version: its files are not the run's.
+    """
     prefix = f"runs:/{run_id}"
-    if source == prefix or source == prefix + "/":
-        return ""
-    if source.startswith(prefix + "/"):
-        return source[len(prefix) + 1 :].strip("/")
-    marker = f"/{run_id}/artifacts"
-    if marker in source:
-        return source.split(marker, 1)[1].strip("/")
-    return None
+    rest: str | None = None
+    if source in (prefix, prefix + "/"):
+        rest = ""
+    elif source.startswith(prefix + "/"):
+        rest = source[len(prefix) + 1 :]
+    elif artifact_uri:
+        root = artifact_uri.rstrip("/")
+        if source.rstrip("/") == root:
+            rest = ""
+        elif source.startswith(root + "/"):
+            rest = source[len(root) + 1 :]
+    if rest is None:
+        return None
+    rest = rest.strip("/")
+    if rest and any(part in ("", ".", "..") for part in rest.split("/")):
+        return None
+    return rest
+
+
+def artifact_uris(observed: ObservedState) -> dict[str, str]:
+    """Run id -> artifact root, for the runs an observation looked up."""
+    out = {r.run_id: r.artifact_uri for refs in observed.runs.values() for r in refs}
+    out.update({rid: r.artifact_uri for rid, r in observed.runs_by_id.items()})
+    return {rid: uri for rid, uri in out.items() if uri}
 
 
 def _resolve_run(
@@ -138,11 +163,35 @@ def _bind_versions(
     changes: list[Change],
 ) -> dict[int, Binding]:
     versions: Mapping[int, ObservedVersion] = current.versions if current else {}
+    uris = artifact_uris(observed)
     claimed: set[int] = set()
     bindings: dict[int, Binding] = {}
     resolved: dict[int, tuple[str | None, bool]] = {}
     for v in model.versions:
         resolved[v.index] = _resolve_run(model, v, observed, pending, unproven, problems)
+    for v in model.versions:
+        run_id, _ = resolved[v.index]
+        if run_id is None or v.run is None or v.run_dir is not None:
+            continue  # a run_dir entry is proven by content (regctl.proof)
+        # A name is not proof: the version regctl registered for this entry says which run
+        # the name meant; another run under that name now (renamed, deleted, replaced) is
+        # refused rather than registered behind the entry's aliases.
+        identity = entry_identity(model.experiment, v.run, None)
+        for number, ov in sorted(versions.items()):
+            if ov.tags.get(ENTRY_TAG) == identity and ov.run_id != run_id:
+                problems.append(
+                    Problem(
+                        v.location,
+                        f"versions[{v.index}].run",
+                        f"version {number} of {model.name!r} was registered for this entry "
+                        f"from run {ov.run_id}, but the run named {v.run!r} in experiment "
+                        f"{model.experiment!r} is now {run_id} (renamed, deleted or "
+                        "replaced?): refusing to bind another run to the entry. If that run "
+                        f"is intended, name it by `run_id: {run_id}`",
+                    )
+                )
+                resolved[v.index] = (None, False)
+                break
     seen_runs: dict[tuple[str, str], int] = {}
     for v in model.versions:
         run_id, _ = resolved[v.index]
@@ -183,9 +232,19 @@ def _bind_versions(
                 )
                 refused.add(v.index)
             continue  # an unresolvable run was reported by _resolve_run
-        path = source_path(ov.source, ov.run_id)
-        same_path = path == v.artifact_path or (path is None and not v.artifact_path_given)
-        if run_id is not None and (ov.run_id != run_id or not same_path):
+        path = source_path(ov.source, ov.run_id, uris.get(ov.run_id))
+        if run_id is not None and ov.run_id == run_id and path is None:
+            problems.append(
+                Problem(
+                    v.location,
+                    f"versions[{v.index}].version",
+                    f"version {v.version} of {model.name!r} names run {run_id} but its source "
+                    f"{ov.source} is not inside that run's artifacts (registered by hand?): it "
+                    "is not this entry's version; remove the pin",
+                )
+            )
+            continue
+        if run_id is not None and (ov.run_id != run_id or path != v.artifact_path):
             problems.append(
                 Problem(
                     v.location,
@@ -204,10 +263,15 @@ def _bind_versions(
         run_id, _ = resolved[v.index]
         if v.index in bindings or run_id is None or v.version is not None:
             continue
+        uri = uris.get(run_id)
         candidates = [
-            ov for n, ov in sorted(versions.items()) if n not in claimed and ov.run_id == run_id
+            ov
+            for n, ov in sorted(versions.items())
+            if n not in claimed
+            and ov.run_id == run_id
+            and source_path(ov.source, run_id, uri) is not None
         ]
-        exact = [ov for ov in candidates if source_path(ov.source, run_id) == v.artifact_path]
+        exact = [ov for ov in candidates if source_path(ov.source, run_id, uri) == v.artifact_path]
         pick = (
             exact[0]
             if exact

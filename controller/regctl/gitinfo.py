@@ -242,6 +242,20 @@ def provenance(repo: Path, env: Mapping[str, str]) -> Provenance:
     )
 
 
+def is_ancestor(repo: Path, commit: str, ref: str = "HEAD") -> bool:
+    """Whether `commit` is `ref` or one of its ancestors; False when either cannot be
+    resolved (not a git repository, a commit not fetched, a forged sha)."""
+    import git
+
+    try:
+        with _open(repo) as g:
+            a, b = _resolve(g, commit), _resolve(g, ref)
+            g.repo.git.merge_base("--is-ancestor", a, b)
+            return True
+    except (RegctlError, git.GitCommandError):
+        return False
+
+
 def files_at(repo: Path, ref: str, folder: str) -> dict[str, str]:
     """The text of every `*.yaml`/`*.yml` file directly in `folder` at git ref `ref`.
 

@@ -297,12 +297,21 @@ def _candidates(model: ObservedModel, lk: _Lookups, warnings: list[str]) -> list
                 "a manifest cannot declare it"
             )
             continue
+        path = source_path(ov.source, ov.run_id, origin[0].artifact_uri)
+        if path is None:
+            # MLflow stores any source as given: one outside the run's artifacts is not
+            # the run's files, and apply would never take it for an entry's version
+            warnings.append(
+                f"{model.name}: version {number}: its source {ov.source} is not inside run "
+                f"{ov.run_id}'s artifacts; a manifest cannot declare it"
+            )
+            continue
         out.append(
             _Version(
                 number,
                 ov.run_id,
                 origin[1],
-                source_path(ov.source, ov.run_id),
+                path,
                 ov.description,
                 tuple(by_version.get(number, ())),
             )

@@ -18,6 +18,20 @@ PROVENANCE_TAG = "regctl.applied"
 """Model and version tag recording the last apply that touched the object:
 `commit <sha> by <actor> at <UTC time>[ via <CI run url>]`."""
 
+ENTRY_TAG = "regctl.entry"
+"""Version tag apply writes when it registers a version: which manifest entry it is for
+(`entry_identity`). A name is not proof: when the run an entry names is renamed or
+replaced, the mark makes the plan refuse to register another run for the entry. Anyone may
+write a tag, but a forged mark can only make a plan refuse, never bind a run."""
+
+
+def entry_identity(experiment: str | None, run: str | None, run_id: str | None) -> str:
+    """How `ENTRY_TAG` names a manifest entry's run: by name in its experiment, or by id."""
+    if run is not None:
+        return f"run {run} in experiment {experiment or ''}"
+    return f"run_id {run_id or ''}"
+
+
 LEDGER_MODEL = "regctl-ledger"
 """Registered model whose tags record the runs regctl has proven to be the runs of their run
 directories: `regctl.proven.<run id>` = the run's content digest (see `regctl.proof`)."""

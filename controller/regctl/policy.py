@@ -319,8 +319,13 @@ class Subject:
     """The run lives in the model's experiment (where a waiver's run name is resolved)."""
 
 
-Incumbents: TypeAlias = Callable[[str, str], Subject | None] | Mapping[tuple[str, str], Subject]
-"""`(model, alias) -> Subject | None`: the version holding `alias` in the registry now."""
+Incumbents: TypeAlias = (
+    Callable[[str, str], "Subject | Sequence[Subject] | None"]
+    | Mapping[tuple[str, str], Subject]
+    | Mapping[tuple[str, str], Sequence[Subject]]
+)
+"""`(model, alias) -> the declared holders of `alias` before the change (none, one, or one
+per base revision): `compare_to` must hold against each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1072,11 +1077,25 @@ def evaluate(
     return PolicyReport(tuple(results))
 
 
-def _incumbent_lookup(incumbents: Incumbents) -> Callable[[str, str], Subject | None]:
-    if isinstance(incumbents, Mapping):
-        table = incumbents
-        return lambda model, alias: table.get((model, alias))
-    return incumbents
+def _incumbent_lookup(incumbents: Incumbents) -> Callable[[str, str], tuple[Subject, ...]]:
+    """A lookup by model and alias, the alias compared ignoring case as `aliases:` scoping
+    compares it (so `compare_to: production` finds the holder of `Production`)."""
+    if not isinstance(incumbents, Mapping):
+        call = incumbents
+
+        def ask(model: str, alias: str) -> tuple[Subject, ...]:
+            found = call(model, alias)
+            if found is None:
+                return ()
+            return (found,) if isinstance(found, Subject) else tuple(found)
+
+        return ask
+    table: dict[tuple[str, str], tuple[Subject, ...]] = {}
+    for (model, alias), found in incumbents.items():
+        many = (found,) if isinstance(found, Subject) else tuple(found)
+        table.setdefault((model, alias.casefold()), ())
+        table[(model, alias.casefold())] += many
+    return lambda model, alias: table.get((model, alias.casefold()), ())
 
 
 def _subject_key(s: Subject) -> tuple[str, str, int, str]:
@@ -1098,11 +1117,22 @@ def _applies(policy: Policy, subject: Subject) -> tuple[bool, list[str]]:
     return not missing, missing
 
 
-def _gate_result(subject: Subject, rule: str, observed: str, bound: str, detail: str) -> Result:
+def _verdict(
+    subject: Subject,
+    policy: str,
+    rule: str,
+    severity: Severity,
+    outcome: Outcome,
+    finding: _Finding,
+    suffix: str = "",
+    **extra: Any,
+) -> Result:
+    """A Result whose one-line message names the model, version, run, policy, rule, the
+    finding with its observed value and bound, and `suffix` (waivers)."""
     version = f"v{subject.version}" if subject.version is not None else "(new version)"
     message = (
-        f"{subject.model} {version}, run {subject.run}: {GATE_POLICY}/{rule}: {detail} "
-        f"(observed {observed}; bound {bound})"
+        f"{subject.model} {version}, run {subject.run}: {policy}/{rule}: "
+        f"{finding.detail} (observed {finding.observed}; bound {finding.bound}){suffix}"
     )
     return Result(
         model=subject.model,
@@ -1110,16 +1140,22 @@ def _gate_result(subject: Subject, rule: str, observed: str, bound: str, detail:
         run_id=subject.run_id,
         version=subject.version,
         location=subject.location,
-        policy=GATE_POLICY,
+        policy=policy,
         rule=rule,
-        check="",
-        severity="deny",
-        outcome="deny",
-        observed=_oneline(observed),
-        bound=_oneline(bound),
-        detail=_oneline(detail),
+        check=finding.check,
+        severity=severity,
+        outcome=outcome,
+        observed=_oneline(finding.observed),
+        bound=_oneline(finding.bound),
+        detail=_oneline(finding.detail),
         message=_oneline(message),
+        **extra,
     )
+
+
+def _gate_result(subject: Subject, rule: str, observed: str, bound: str, detail: str) -> Result:
+    finding = _Finding("", False, observed, bound, detail)
+    return _verdict(subject, GATE_POLICY, rule, "deny", "deny", finding)
 
 
 def _undecided(subject: Subject, policy: Policy, missing: list[str]) -> Result:
@@ -1225,26 +1261,14 @@ def _result(
                 suffix = f"; waiver expired on {used.expires.isoformat()} ({used.reason})"
         elif notes:
             suffix = "; " + "; ".join(notes)
-    version = f"v{subject.version}" if subject.version is not None else "(new version)"
-    message = (
-        f"{subject.model} {version}, run {subject.run}: {policy.name}/{rule.name}: "
-        f"{finding.detail} (observed {finding.observed}; bound {finding.bound}){suffix}"
-    )
-    return Result(
-        model=subject.model,
-        run=subject.run,
-        run_id=subject.run_id,
-        version=subject.version,
-        location=subject.location,
-        policy=policy.name,
-        rule=rule.name,
-        check=finding.check,
-        severity=rule.severity,
-        outcome=outcome,
-        observed=_oneline(finding.observed),
-        bound=_oneline(finding.bound),
-        detail=_oneline(finding.detail),
-        message=_oneline(message),
+    return _verdict(
+        subject,
+        policy.name,
+        rule.name,
+        rule.severity,
+        outcome,
+        finding,
+        suffix,
         waiver_reason=used.reason if used else None,
         waiver_expires=used.expires if used else None,
         waiver_note=_oneline("; ".join(notes)) if notes else None,
@@ -1253,7 +1277,7 @@ def _result(
 
 
 def _judge(
-    check: Check, s: Subject, incumbents: Callable[[str, str], Subject | None]
+    check: Check, s: Subject, incumbents: Callable[[str, str], tuple[Subject, ...]]
 ) -> list[_Finding]:
     if isinstance(check, RequireParams):
         return [_require("params", "require_params", check.names, s.params)]
@@ -1364,16 +1388,17 @@ def _bound(b: Bound, metrics: Mapping[str, float] | None) -> _Finding:
 
 
 def _same_version(a: Subject, b: Subject) -> bool:
-    if a.version is not None and b.version is not None and a.version == b.version:
-        return True
+    """By version number, else by run id; never by run name (anyone can reuse a name)."""
+    if a.version is not None and b.version is not None:
+        return a.version == b.version
     if a.run_id is not None and b.run_id is not None:
         return a.run_id == b.run_id
-    return a.run == b.run
+    return False
 
 
-def _compare(check: CompareTo, s: Subject, inc: Subject | None) -> list[_Finding]:
+def _compare(check: CompareTo, s: Subject, declared: Sequence[Subject]) -> list[_Finding]:
     bound_all = f"compare_to {check.alias}"
-    if inc is None:
+    if not declared:
         return [
             _Finding(
                 "",
@@ -1383,21 +1408,25 @@ def _compare(check: CompareTo, s: Subject, inc: Subject | None) -> list[_Finding
                 f"the base manifests declare no holder of {check.alias}",
             )
         ]
-    if inc.version is None:  # nothing trustworthy is known about the holder before
-        return [_Finding("", False, "incumbent unknown", bound_all, inc.location)]
-    if inc.model == s.model and _same_version(s, inc):
-        # Moving the alias back to the declared holder repairs drift: not a promotion.
-        return [
-            _Finding(
-                "",
-                True,
-                "is the incumbent",
-                bound_all,
-                f"this version is the declared holder of {check.alias}",
+    out: list[_Finding] = []
+    for inc in declared:
+        if inc.source == "unknown":  # nothing trustworthy is known about the holder before
+            out.append(_Finding("", False, "incumbent unknown", bound_all, inc.location))
+        elif inc.model == s.model and _same_version(s, inc):
+            # Moving the alias back to the declared holder repairs drift: not a promotion.
+            out.append(
+                _Finding(
+                    "",
+                    True,
+                    "is the incumbent",
+                    bound_all,
+                    f"this version is the declared holder of {check.alias}",
+                )
             )
-        ]
-    who = f"{check.alias} v{inc.version}" if inc.version is not None else check.alias
-    return [_relative_finding(b, s, inc, who) for b in check.bounds]
+        else:
+            who = f"{check.alias} v{inc.version}" if inc.version is not None else check.alias
+            out.extend(_relative_finding(b, s, inc, who) for b in check.bounds)
+    return out
 
 
 def _relative_finding(b: RelativeBound, s: Subject, inc: Subject, who: str) -> _Finding:

@@ -16,11 +16,18 @@ equal D's. Runs get no tags; the proof is content, not a marker anyone can copy.
 
 Proving means downloading and hashing the run's files. A run proven once is recorded on the
 ledger model (`regctl.model.LEDGER_MODEL`: tag `regctl.proven.<run id>` = the tree digest), by
-sync (which holds the lease); a FINISHED run whose ledger digest equals D's digest is proven
-without a download. The ledger is only a cache of proofs: a missing or wrong entry makes
-regctl verify again (a wrong digest never matches D), so the only harm an entry can do is
-to vouch for a run whose artifacts were replaced after they were proven, which `resolve
---download` catches (issue 16). Restrict who may edit the ledger model (docs/remote.md).
+sync (which holds the lease), so that the second sync and every later diff of an unchanged
+registry download nothing. But anyone who may tag registered models can write a ledger
+entry, and the directory's digest is public, so an entry is trusted only where nothing
+new is at stake: a run that a plan registers a version from or points an alias at is
+hashed again (`prove(..., trust_ledger=False)`, once per command). A forged entry can
+then make a diff skip the download of a run whose versions already hold what the
+manifests say, never put a run's files behind an alias. Restrict who may edit the ledger
+model anyway (docs/remote.md).
+
+Which file is the model is not a path param to tolerate: `model_path` relative to `run_dir`
+(what `regctl resolve` names for inference) and the presence of `external_model_path` must
+be the directory's; their absolute values may differ between machines.
 
 `compare` is pure; `prove` reads through the ports only.
 """
@@ -30,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import posixpath
 import sys
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
@@ -37,10 +45,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
-from regctl.errors import AlreadyExists, NotFound
+from regctl.errors import AlreadyExists
 from regctl.model import LEDGER_MODEL, LEDGER_TAG_PREFIX, RunRef
 from regctl.ports import ArtifactInfo, ArtifactReader, RegistryReader, RunData
-from regctl.runs import PATH_PARAMS, RunRecord
+from regctl.runs import PATH_PARAMS, RunRecord, relative_inside
 
 MAX_SHOWN: Final = 4
 """Differences named in one message; the rest are counted."""
@@ -61,7 +69,8 @@ class Proof:
     consistent part of it). `differences` say what differs when it is not proven;
     `recorded` says the ledger already vouches for this run with the directory's digest;
     `present` lists the artifact files the run holds (path -> size) when they were
-    listed (sync resumes an unfinished run by uploading the rest).
+    listed (sync resumes an unfinished run by uploading the rest); `downloaded` says the
+    proof hashed the run's files itself.
     """
 
     experiment: str
@@ -74,6 +83,8 @@ class Proof:
     warnings: tuple[str, ...] = ()
     recorded: bool = False
     present: Mapping[str, int] | None = None
+    downloaded: bool = False
+    """The files were downloaded and hashed now (not vouched for by the ledger)."""
 
     def message(self, run_dir: str) -> str:
         """One line: which run, which directory, what differs."""
@@ -117,12 +128,13 @@ def compare(
     differences: list[str] = []
     warnings: list[str] = []
     mine, theirs = record.params, logged.params
+    differences.extend(_model_file_differences(mine, theirs, finished=finished))
     for key in sorted(set(mine) | set(theirs)):
         old, new = theirs.get(key), mine.get(key)
         if old == new:
             continue
         if key in PATH_PARAMS:
-            if old is not None:
+            if old is not None and new is not None:
                 warnings.append(
                     f"param {key!r}: logged {old!r}, directory has {new!r} (path params "
                     "differ between machines)"
@@ -167,6 +179,37 @@ def compare(
     return differences, warnings
 
 
+def _model_file(params: Mapping[str, str]) -> str | None:
+    """Where `model_path` points relative to `run_dir` (what inference downloads as the
+    model), "outside" for a model kept outside the run directory, None when absent."""
+    given, run_dir = params.get("model_path"), params.get("run_dir")
+    if given is None:
+        return None
+    if not posixpath.isabs(given):
+        return relative_inside(posixpath.join("/r", given), "/r") or "outside"
+    return (relative_inside(given, run_dir) if run_dir else None) or "outside"
+
+
+def _model_file_differences(
+    mine: Mapping[str, str], theirs: Mapping[str, str], *, finished: bool
+) -> list[str]:
+    """Path params differ between machines, but which file is the model does not: it is
+    what `regctl resolve` names for inference, so it must be the directory's."""
+    out = []
+    if finished or "model_path" in theirs:
+        a, b = _model_file(theirs), _model_file(mine)
+        if a != b:
+            out.append(
+                f"the model file (model_path relative to run_dir) is {a or 'absent'!r} in the "
+                f"run, {b or 'absent'!r} in the directory"
+            )
+    if (finished or "external_model_path" in theirs) and (
+        ("external_model_path" in theirs) != ("external_model_path" in mine)
+    ):
+        out.append("external_model_path is set on one side only")
+    return out
+
+
 def _hash_download(reader: ArtifactReader, run: RunRef, path: str, folder: str) -> tuple[int, str]:
     dest = os.path.join(folder, hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest())
     reader.download_artifact_file(run, path, dest)
@@ -191,11 +234,13 @@ def prove_one(
     *,
     known: Mapping[str, str] | None = None,
     workers: int = 1,
+    trust_ledger: bool = True,
 ) -> Proof:
     """Prove (or refute) that the logged run `data` is the run of `record`.
 
-    `ledger` is what the registry records; `known` holds digests this process proved
-    already (apply proves, plans again under the lease and syncs: one download, not three).
+    `ledger` is what the registry records; `known` holds digests this process hashed
+    already (apply proves, plans again under the lease and syncs: one download, not
+    three). With `trust_ledger` False the files are hashed even when the ledger vouches.
     """
     ref = data.ref
     finished = ref.status == "FINISHED"
@@ -205,8 +250,10 @@ def prove_one(
     if differences:
         return replace(base, differences=tuple(differences), warnings=tuple(warnings))
     recorded = ledger.get(ref.run_id) == digest
-    if finished and (recorded or (known or {}).get(ref.run_id) == digest):
+    if finished and (known or {}).get(ref.run_id) == digest:  # hashed by this process
         return replace(base, proven=True, warnings=tuple(warnings), recorded=recorded)
+    if finished and recorded and trust_ledger:
+        return replace(base, proven=True, warnings=tuple(warnings), recorded=True)
     listing: Sequence[ArtifactInfo] = reader.list_artifact_tree(ref, "")
     sizes = {a.path: (a.size, None) for a in listing}
     differences, _ = compare(record, data, sizes, finished=finished)
@@ -231,7 +278,9 @@ def prove_one(
         proven=not differences,
         differences=tuple(differences),
         warnings=tuple(warnings),
+        recorded=recorded,
         present=present,
+        downloaded=True,
     )
 
 
@@ -243,13 +292,17 @@ def prove(
     *,
     known: dict[str, str] | None = None,
     workers: int = 1,
+    trust_ledger: bool = True,
 ) -> dict[tuple[str, str], Proof]:
     """A proof for every (experiment, run record) whose run name is logged in `found`.
 
     Params and metrics come from one batched run read (usually cached by the run search
     that found them); files are listed and downloaded only when neither the ledger nor
-    `known` (digests proven earlier by this process; proven, finished runs are added to
-    it) vouches for the run with the directory's digest.
+    `known` (digests this process hashed; runs it hashes and proves are added to it)
+    vouches for the run with the directory's digest. `trust_ledger` False ignores the
+    ledger: for the runs a plan registers or promotes (anyone who may tag registered
+    models can write a ledger entry, so an entry only saves downloads for runs whose
+    versions already hold what the manifests say).
     """
     wanted = [
         (exp, rec, found[(exp, rec.run_name)])
@@ -262,9 +315,18 @@ def prove(
         logged = data.get(ref.run_id)
         if logged is None:  # deleted between the search and now: nothing to prove
             continue
-        proof = prove_one(exp, rec, logged, reader, ledger, known=known, workers=workers)
+        proof = prove_one(
+            exp,
+            rec,
+            logged,
+            reader,
+            ledger,
+            known=known,
+            workers=workers,
+            trust_ledger=trust_ledger,
+        )
         out[(exp, rec.run_name)] = proof
-        if known is not None and proof.proven and proof.finished:
+        if known is not None and proof.proven and proof.finished and proof.downloaded:
             known[proof.run_id] = proof.digest
     return out
 
@@ -290,22 +352,19 @@ class LedgerWriter(Protocol):
 
 
 def record(writer: LedgerWriter, entries: Mapping[str, str]) -> None:
-    """Add run id -> digest entries to the ledger model, creating it on first use."""
+    """Add run id -> digest entries to the ledger model, creating it on first use.
+
+    The create comes first: with MLflow's auth app, setting a tag on a model that does not
+    exist is refused as "permission denied", not "does not exist"."""
     items = sorted(entries.items())
     if not items:
         return
-    first_key, first_value = items[0]
     try:
-        writer.set_model_tag(LEDGER_MODEL, LEDGER_TAG_PREFIX + first_key, first_value)
-    except NotFound:
-        try:
-            writer.create_model(
-                LEDGER_MODEL,
-                LEDGER_DESCRIPTION,
-                {LEDGER_TAG_PREFIX + k: v for k, v in items},
-            )
-            return
-        except AlreadyExists:  # created meanwhile by another writer
-            writer.set_model_tag(LEDGER_MODEL, LEDGER_TAG_PREFIX + first_key, first_value)
-    for key, value in items[1:]:
+        writer.create_model(
+            LEDGER_MODEL, LEDGER_DESCRIPTION, {LEDGER_TAG_PREFIX + k: v for k, v in items}
+        )
+        return
+    except AlreadyExists:
+        pass
+    for key, value in items:
         writer.set_model_tag(LEDGER_MODEL, LEDGER_TAG_PREFIX + key, value)

@@ -173,6 +173,8 @@ def render_text(plan: Plan, *, color: bool = False, review: Review | None = None
         out.append(esc(f"No changes. The registry at {plan.target} matches the manifests."))
     else:
         out.append(esc(f"regctl will make these changes to {plan.target}:"))
+    if plan.options.scope is not None:
+        out.append(esc(f"Scope: only the models {', '.join(plan.options.scope)}"))
     for name, changes in _groups(plan):
         out.append("")
         out.append(esc(f"  # {name}") if name else "  # runs to log (sync)")
@@ -219,6 +221,9 @@ def render_markdown(plan: Plan, review: Review | None = None) -> str:
         out.append(f"No changes: the registry at {target} matches the manifests.")
     else:
         out.append(f"**{summary_line(plan)}** Target: {escape.md_code(plan.target)}")
+    if plan.options.scope is not None:
+        scope = ", ".join(escape.md_code(n) for n in plan.options.scope) or "(none)"
+        out += ["", f"Scope: only the models {scope}"]
     if review is not None:
         report = review.report
         head = "**Policy: denied**" if report.denied else "**Policy: passed**"
