@@ -12,6 +12,7 @@ the SQLite server, the embedded sqlite:/// store and the PostgreSQL server.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -40,6 +41,47 @@ os.environ.pop("MLFLOW_REGISTRY_URI", None)
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "controller") not in sys.path:
     sys.path.insert(0, str(REPO / "controller"))
+
+
+_SQLITE_TEMPLATE: list[Path] = []
+
+_MIGRATE = """
+import sys, sqlalchemy
+from mlflow.store.db.utils import _initialize_tables
+engine = sqlalchemy.create_engine("sqlite:///" + sys.argv[1])
+_initialize_tables(engine)
+engine.dispose()
+"""
+
+
+def empty_sqlite(path: Path) -> str:
+    """A migrated, empty MLflow database at `path`; its sqlite:/// URI.
+
+    Migrating a new SQLite file costs about 5 s of CPU, and the suite opens about a
+    hundred of them, so each test process migrates one template (tables only, in a child
+    process, so no engine of ours holds it open) and copies it. The default experiment is
+    not in the template: the first store that opens the copy creates it, with that store's
+    own artifact root, exactly as on a new file."""
+    if not _SQLITE_TEMPLATE:
+        folder = Path(tempfile.mkdtemp(prefix="regctl-sqlite-template-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        template = folder / "mlflow.db"
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        done = subprocess.run(
+            [sys.executable, "-c", _MIGRATE, str(template)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError("migrating the sqlite template failed:\n" + done.stderr[-3000:])
+        _SQLITE_TEMPLATE.append(template)
+    if path.exists():
+        raise FileExistsError(f"{path}: a test database is made once")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_SQLITE_TEMPLATE[0], path)
+    return f"sqlite:///{path}"
 
 
 def free_port() -> int:
@@ -71,6 +113,8 @@ def _start_server(
     environment.update(
         {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     )
+    if backend_store_uri is None and not (root / "mlflow.db").exists():
+        empty_sqlite(root / "mlflow.db")
     log = (root / "server.log").open("wb")
     cmd = [
         sys.executable,
@@ -378,7 +422,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "postgres":
         server = request.getfixturevalue("postgres_server")
         return Backend("postgres", server.url, repo)
-    return Backend("sqlite", f"sqlite:///{tmp_path / 'mlflow.db'}", repo)
+    return Backend("sqlite", empty_sqlite(tmp_path / "mlflow.db"), repo)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Backend, Recorder, write_manifest
+from conftest import Backend, Recorder, empty_sqlite, write_manifest
 
 CLI = Callable[..., tuple[int, str, str]]
 
@@ -128,7 +128,7 @@ def test_saved_plan_applies_and_refuses_when_the_registry_changed(
 
 
 def test_prune_deletes_undeclared_versions_only_when_allowed(tmp_path: Path, run_cli: CLI) -> None:
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "p.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     exp = "exp"
     runs = b.make_runs(exp, ["a", "b"])
@@ -148,7 +148,7 @@ def test_prune_deletes_undeclared_versions_only_when_allowed(tmp_path: Path, run
 
 
 def test_prune_with_no_manifests_is_refused(tmp_path: Path, run_cli: CLI) -> None:
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "p.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     code, _, err = run_cli(*args(b, "apply", "--auto-approve", "--prune"))
     assert code == 1

@@ -33,6 +33,8 @@ from regctl.cli import main
 from regctl.errors import ExitCode
 from regctl.uris import uri_problem
 
+from conftest import empty_sqlite
+
 EXAMPLES = int(os.environ.get("REGCTL_FUZZ_EXAMPLES", "40"))
 UNREACHABLE = "http://127.0.0.1:9"
 FUZZ = settings(
@@ -407,7 +409,7 @@ def plan_texts(draw: st.DrawFn) -> str:
 @pytest.fixture(scope="module")
 def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One embedded store for every plan example (created once, never written to)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('fuzz-db') / 'mlflow.db'}"
+    return empty_sqlite(tmp_path_factory.mktemp("fuzz-db") / "mlflow.db")
 
 
 @FUZZ

@@ -23,7 +23,7 @@ from regctl.errors import RegctlError
 from regctl.importer import ImportReport, import_command, import_models
 from regctl.yamledit import Editor
 
-from conftest import Backend, Recorder
+from conftest import Backend, Recorder, empty_sqlite
 
 GOLDEN = Path(__file__).parent / "golden" / "import"
 CLI = Callable[..., tuple[int, str, str]]
@@ -209,7 +209,7 @@ def _golden_registry(b: Backend) -> None:
 
 
 def test_import_into_an_edited_manifest_changes_only_what_differs(tmp_path: Path) -> None:
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 'golden.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "golden.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     _golden_registry(b)
     target = b.repo / "manifests" / "forecaster.yaml"
@@ -230,7 +230,7 @@ def test_import_into_an_edited_manifest_changes_only_what_differs(tmp_path: Path
 
 
 def test_import_names_must_exist_and_nothing_is_written(tmp_path: Path) -> None:
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 'n.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "n.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     b.client.create_registered_model("here")
     with pytest.raises(RegctlError, match="no registered model named 'gone'"):
@@ -241,7 +241,7 @@ def test_import_names_must_exist_and_nothing_is_written(tmp_path: Path) -> None:
 def test_lease_and_prompts_are_skipped_and_a_draft_folder_claims_nothing(
     tmp_path: Path,
 ) -> None:
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 's.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "s.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     c = b.client
     c.create_registered_model("regctl-lease", tags={"regctl.lease.id": "x"})
@@ -260,7 +260,7 @@ def test_lease_and_prompts_are_skipped_and_a_draft_folder_claims_nothing(
 
 
 def test_unrepresentable_versions_are_reported(tmp_path: Path) -> None:
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 'u.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "u.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     c = b.client
     runs = b.make_runs("exp", ["a", "gone"])
@@ -362,7 +362,7 @@ HEAD = "apiVersion: regctl/v1\nkind: RegisteredModel\nname: m\nexperiment: exp\n
     ],
 )
 def test_import_updates_structure(tmp_path: Path, before: str, after: str) -> None:
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "x.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     runs = b.make_runs("exp", ["a", "b"])
     b.client.create_registered_model("m")

@@ -43,7 +43,7 @@ from regctl.lease import (
 )
 from regctl.mlflow_store import MlflowRegistry
 
-from conftest import REPO, WRITE_METHODS, Backend, Server, write_manifest
+from conftest import REPO, WRITE_METHODS, Backend, Server, empty_sqlite, write_manifest
 
 TTL = 60.0
 ELSEWHERE = Process("another-host", "another-boot pid:[4026531836]", 4242, "17")
@@ -426,7 +426,7 @@ def test_lease_models_describe_themselves_and_are_never_user_models(
 def test_import_skips_lease_generations(tmp_path: Path) -> None:
     from regctl.importer import import_command
 
-    uri = f"sqlite:///{tmp_path / 's.db'}"
+    uri = empty_sqlite(tmp_path / "s.db")
     repo = tmp_path / "repo"
     (repo / "manifests").mkdir(parents=True)
     reg = MlflowRegistry(uri)

@@ -28,7 +28,7 @@ from regctl.errors import RegistryError, Unreachable
 from regctl.lease import current, is_lease_model
 from regctl.mlflow_store import MlflowRegistry
 
-from conftest import REPO, Backend, Server, write_manifest
+from conftest import REPO, Backend, Server, empty_sqlite, write_manifest
 
 CLI = Callable[..., tuple[int, str, str]]
 ERROR_BODY = json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "busy"})
@@ -353,7 +353,7 @@ def test_sigterm_finishes_the_current_write_releases_the_lease_and_reports(
 def test_2501_models_are_read_across_pages(tmp_path: Path) -> None:
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-    uri = f"sqlite:///{tmp_path / 'many.db'}"
+    uri = empty_sqlite(tmp_path / "many.db")
     store = SqlAlchemyStore(uri)
     for i in range(2501):
         store.create_registered_model(f"m{i:04d}")
@@ -385,7 +385,7 @@ def test_a_repeated_page_token_is_detected(proxy: FaultProxy) -> None:
 def test_prune_never_touches_unmanaged_models_and_refuses_mass_deletion(
     tmp_path: Path, run_cli: CLI
 ) -> None:
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "p.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     runs = b.make_runs("exp", ["a", "b", "c", "d"])
     c = b.client
@@ -427,7 +427,7 @@ def test_prune_never_touches_unmanaged_models_and_refuses_mass_deletion(
 
 
 def test_prune_with_an_unreadable_manifest_set_is_refused(tmp_path: Path, run_cli: CLI) -> None:
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "p.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     (b.repo / "manifests" / "broken.yaml").write_text("apiVersion: regctl/v1\nkind: [\n")
     code, _, err = run_cli(*args(b.uri, b.repo, "apply", "--auto-approve", "--prune"))

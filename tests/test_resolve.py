@@ -23,7 +23,7 @@ from regctl import inference as rs
 from regctl.app import Settings
 from regctl.errors import RegctlError, RegistryError
 
-from conftest import REPO
+from conftest import REPO, empty_sqlite
 
 LGBM = "btcusdt-1h-inference-7d-logret"
 HMM = "btcusdt-1h-regimes-hmm"
@@ -178,7 +178,7 @@ def published(
     if request.param == "server":
         uri = request.getfixturevalue("mlflow_server").url
     else:
-        uri = f"sqlite:///{root / 'mlflow.db'}"
+        uri = empty_sqlite(root / "mlflow.db")
     code = main(["--tracking-uri", uri, "--repo", str(repo), "apply", "--auto-approve"])
     assert code == 0
     return Published(request.param, uri, repo, prefix)

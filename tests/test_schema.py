@@ -13,7 +13,7 @@ from regctl.app import Settings
 from regctl.schema import json_schema, render, schema_command
 from regctl.yamlfile import load_documents
 
-from conftest import REPO
+from conftest import REPO, empty_sqlite
 
 COMMITTED = REPO / "schema" / "regctl.schema.json"
 
@@ -136,7 +136,7 @@ def test_imported_manifests_validate(validator: Any, tmp_path: Path) -> None:
 
     from conftest import Backend
 
-    b = Backend("sqlite", f"sqlite:///{tmp_path / 'i.db'}", tmp_path / "repo")
+    b = Backend("sqlite", empty_sqlite(tmp_path / "i.db"), tmp_path / "repo")
     (b.repo / "manifests").mkdir(parents=True)
     runs = b.make_runs("exp", ["a"])
     b.client.create_registered_model("m", tags={"n": "1"}, description="multi\nline")
