@@ -584,6 +584,9 @@ def declared_holders(
     bases = base_models(settings, planned, base)
     bound = {(b.model, b.entry): b for b in planned.plan.bindings}
     uris = artifact_uris(planned.observed)
+    declared_versions: dict[str, set[int]] = {}
+    for (name, _), b in bound.items():
+        declared_versions.setdefault(name, set()).add(b.version)
     out: dict[tuple[str, str], tuple[DeclaredHolder, ...]] = {}
     for m in planned.desired.models:
         current = planned.observed.models.get(m.name)
@@ -599,7 +602,7 @@ def declared_holders(
                 # No readable base: the registry's holder counts only when the manifests
                 # declare that version; a holder made by hand is never the incumbent.
                 number = current.aliases.get(alias) if current is not None else None
-                declared = {b.version for (name, _), b in bound.items() if name == m.name}
+                declared = declared_versions.get(m.name, set())
                 if number is not None and number in declared and current is not None:
                     found.append(DeclaredHolder(True, number, current.versions[number].run_id))
                 elif number is not None:

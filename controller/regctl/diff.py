@@ -159,11 +159,12 @@ def _bind_versions(
     observed: ObservedState,
     pending: Mapping[tuple[str, str], PendingRun],
     unproven: Mapping[tuple[str, str], str],
+    uris: Mapping[str, str],
     problems: list[Problem],
     changes: list[Change],
 ) -> dict[int, Binding]:
+    """`uris`: `artifact_uris(observed)`, built once per diff (it spans every run)."""
     versions: Mapping[int, ObservedVersion] = current.versions if current else {}
-    uris = artifact_uris(observed)
     claimed: set[int] = set()
     bindings: dict[int, Binding] = {}
     resolved: dict[int, tuple[str | None, bool]] = {}
@@ -445,11 +446,12 @@ def diff(
     notes: list[Note] = []
     all_bindings: list[Binding] = []
     used_pending: set[tuple[str, str]] = set()
+    uris = artifact_uris(observed)
     for model in desired.models:
         current = observed.models.get(model.name)
         changes.extend(_compare_model(model, current))
         bindings = _bind_versions(
-            model, current, observed, pending_map, unproven or {}, problems, changes
+            model, current, observed, pending_map, unproven or {}, uris, problems, changes
         )
         for v in model.versions:
             if model.experiment and v.run and (model.experiment, v.run) in pending_map:
