@@ -244,6 +244,7 @@ def _bind_versions(
                     "is not this entry's version; remove the pin",
                 )
             )
+            refused.add(v.index)  # one problem per pin, not also 'deleted?'
             continue
         if run_id is not None and (ov.run_id != run_id or path != v.artifact_path):
             problems.append(
@@ -255,6 +256,7 @@ def _bind_versions(
                     f"{v.run_ref}: remove the pin or declare a new entry",
                 )
             )
+            refused.add(v.index)
             continue
         claimed.add(v.version)
         bindings[v.index] = Binding(model.name, v.index, v.version, ov.run_id, False)

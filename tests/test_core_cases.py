@@ -1,0 +1,113 @@
+"""Golden cases for the pure planning core: no server, no git, no network.
+
+Each folder under tests/cases/diff/ is one case (resolvelib's `inputs/` cases are the
+model):
+
+- `manifests/`: the desired state, as a repository holds it;
+- `observed.json`: the registry as regctl observes it (models with their versions,
+  aliases, tags; experiments; runs by experiment and name);
+- `options.json` (optional): `prune`, `max_delete_share`;
+- `plan.txt` and `plan.json`: the plan `regctl diff` prints, as text and JSON; or
+  `error.txt`: the problems when the desired state cannot be reached.
+
+`REGCTL_UPDATE_GOLDEN=1 python -m pytest tests/test_core_cases.py` writes the expected
+files from the current code; review the diff of the golden files before committing them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regctl.diff import diff
+from regctl.errors import PlanError
+from regctl.manifest import load_manifests
+from regctl.model import ObservedModel, ObservedState, ObservedVersion, RunRef
+from regctl.render import render_json, render_text
+
+CASES = Path(__file__).parent / "cases" / "diff"
+UPDATE = os.environ.get("REGCTL_UPDATE_GOLDEN") == "1"
+TARGET = "golden://registry"
+
+
+def observed_from_json(data: dict[str, Any]) -> ObservedState:
+    """The observation a case describes; absent fields take the registry's empty values."""
+    models = {}
+    for name, m in data.get("models", {}).items():
+        versions = {
+            int(n): ObservedVersion(
+                version=int(n),
+                run_id=v.get("run_id", ""),
+                source=v.get("source", ""),
+                description=v.get("description", ""),
+                tags=v.get("tags", {}),
+                status=v.get("status", "READY"),
+            )
+            for n, v in m.get("versions", {}).items()
+        }
+        models[name] = ObservedModel(
+            name=name,
+            description=m.get("description", ""),
+            tags=m.get("tags", {}),
+            aliases={a: int(n) for a, n in m.get("aliases", {}).items()},
+            versions=versions,
+        )
+    runs: dict[tuple[str, str], tuple[RunRef, ...]] = {}
+    by_id: dict[str, RunRef] = {}
+    for r in data.get("runs", []):
+        ref = RunRef(
+            run_id=r["run_id"],
+            name=r["name"],
+            experiment_id=r["experiment_id"],
+            status=r.get("status", "FINISHED"),
+            artifact_uri=r.get("artifact_uri", ""),
+        )
+        runs[(r["experiment"], r["name"])] = (*runs.get((r["experiment"], r["name"]), ()), ref)
+        by_id[ref.run_id] = ref
+    return ObservedState(
+        models=models,
+        experiments=data.get("experiments", {}),
+        runs=runs,
+        runs_by_id=by_id,
+        ledger=data.get("ledger", {}),
+    )
+
+
+def outcome(case: Path) -> dict[str, str]:
+    """What the core makes of a case: file name -> expected content."""
+    desired = load_manifests(case, check_paths=False)
+    observed = observed_from_json(json.loads((case / "observed.json").read_text("utf-8")))
+    options_file = case / "options.json"
+    options = json.loads(options_file.read_text("utf-8")) if options_file.exists() else {}
+    try:
+        plan = diff(desired, observed, target=TARGET, **options)
+    except PlanError as exc:
+        return {"error.txt": "\n".join(str(p) for p in exc.problems) + "\n"}
+    return {"plan.txt": render_text(plan), "plan.json": render_json(plan)}
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
+def test_golden_case(case: str) -> None:
+    folder = CASES / case
+    got = outcome(folder)
+    expected_names = {"plan.txt", "plan.json", "error.txt"}
+    if UPDATE:
+        for name in expected_names - set(got):
+            (folder / name).unlink(missing_ok=True)
+        for name, text in got.items():
+            (folder / name).write_text(text, encoding="utf-8")
+    present = {n for n in expected_names if (folder / n).exists()}
+    assert present == set(got), f"{case}: expected files {sorted(present)}, got {sorted(got)}"
+    for name, text in got.items():
+        assert text == (folder / name).read_text("utf-8"), f"{case}/{name} differs"
+
+
+def test_every_case_folder_is_complete() -> None:
+    """A case without its observation or its manifests would test nothing."""
+    for folder in CASES.iterdir():
+        assert (folder / "observed.json").is_file(), folder
+        assert list((folder / "manifests").glob("*.yaml")), folder
