@@ -5,9 +5,10 @@ Errors carry data (where, what) and are rendered once, at the edge, as one line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -119,3 +120,24 @@ class PolicyDenied(RegctlError):
 
 class Aborted(RegctlError):
     """The user declined the confirmation prompt."""
+
+
+def type_name(value: Any, *, mapping: str = "a mapping") -> str:
+    """What kind of value a file held, for "expected X, got Y": never the value itself
+    (it may be huge or hostile). `mapping` names a mapping in the file's own terms
+    ("a mapping" in YAML, "an object" in JSON)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return mapping
+    return type(value).__name__

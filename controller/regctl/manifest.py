@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from regctl.errors import InputError, Location, Problem
+from regctl.errors import InputError, Location, Problem, type_name
 from regctl.model import (
     LEDGER_MODEL,
     PROVENANCE_PREFIX,
@@ -101,7 +101,7 @@ def _message(err: Any, doc: Document, path: tuple[str | int, ...]) -> str:
                 f"expected a string, but YAML reads {scalar.text!r} as "
                 f"{_TYPE_WORDS[scalar.tag]}: quote it"
             )
-        return f"expected a string, got {_type_name(err['input'])}"
+        return f"expected a string, got {type_name(err['input'])}"
     if kind in ("int_type", "bool_type", "list_type", "dict_type"):
         want = {
             "int_type": "an integer",
@@ -109,21 +109,8 @@ def _message(err: Any, doc: Document, path: tuple[str | int, ...]) -> str:
             "list_type": "a list",
             "dict_type": "a mapping",
         }[kind]
-        return f"expected {want}, got {_type_name(err['input'])}"
+        return f"expected {want}, got {type_name(err['input'])}"
     return str(err["msg"]).replace("Value error, ", "")
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
+from regctl.errors import type_name
+
 PLAN_FORMAT_VERSION = 2
 """2: the plan records what it was made from (`inputs`) and how (`options`)."""
 
@@ -295,10 +297,11 @@ def plan_from_json(data: Any) -> Plan:
     compares only target, inputs, options and changes with a plan it makes itself.
     """
     if not isinstance(data, Mapping):
-        raise PlanFormatError("", f"expected a JSON object at the top level, got {_kind(data)}")
+        got = _json_kind(data)
+        raise PlanFormatError("", f"expected a JSON object at the top level, got {got}")
     version = data.get("format_version")
     if version != PLAN_FORMAT_VERSION or isinstance(version, bool):
-        shown = repr(version) if isinstance(version, int | str) else _kind(version)
+        shown = repr(version) if isinstance(version, int | str) else _json_kind(version)
         raise PlanFormatError(
             "format_version",
             f"unsupported plan format_version {_clip(shown)} "
@@ -308,10 +311,10 @@ def plan_from_json(data: Any) -> Plan:
     for i, raw in enumerate(_list(data, "changes", required=True)):
         where = f"changes[{i}]"
         if not isinstance(raw, Mapping):
-            raise PlanFormatError(where, f"expected an object, got {_kind(raw)}")
+            raise PlanFormatError(where, f"expected an object, got {_json_kind(raw)}")
         action = raw.get("action")
         if not isinstance(action, str) or action not in CHANGE_TYPES:
-            shown = _clip(repr(action)) if isinstance(action, str) else _kind(action)
+            shown = _clip(repr(action)) if isinstance(action, str) else _json_kind(action)
             raise PlanFormatError(
                 f"{where}.action",
                 f"unknown action {shown} (one of {', '.join(sorted(CHANGE_TYPES))})",
@@ -341,7 +344,7 @@ T = TypeVar("T")
 def _build(cls: type[T], raw: Any, where: str) -> T:
     """An instance of the dataclass `cls` from a JSON object, every field type-checked."""
     if not isinstance(raw, Mapping):
-        raise PlanFormatError(where, f"expected an object, got {_kind(raw)}")
+        raise PlanFormatError(where, f"expected an object, got {_json_kind(raw)}")
     hints = _hints(cls)
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     for key in raw:
@@ -398,7 +401,7 @@ def _conform(value: Any, hint: Any, where: str) -> Any:
             if option is not type(None):
                 with contextlib.suppress(PlanFormatError):
                     return _conform(value, option, where)
-        raise PlanFormatError(where, f"expected {_describe(hint)}, got {_kind(value)}")
+        raise PlanFormatError(where, f"expected {_describe(hint)}, got {_json_kind(value)}")
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -426,7 +429,7 @@ def _conform(value: Any, hint: Any, where: str) -> Any:
             return tuple(_conform(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
     else:  # a field type this reader does not know: a bug, found by the round-trip test
         raise TypeError(f"plan_from_json cannot check the type {hint!r} of {where}")
-    raise PlanFormatError(where, f"expected {_describe(hint)}, got {_kind(value)}")
+    raise PlanFormatError(where, f"expected {_describe(hint)}, got {_json_kind(value)}")
 
 
 def _describe(hint: Any) -> str:
@@ -443,23 +446,8 @@ def _describe(hint: Any) -> str:
     return "a list"
 
 
-def _kind(value: Any) -> str:
-    """The JSON type of a value, never the value itself (it may be huge or hostile)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
+def _json_kind(value: Any) -> str:
+    return type_name(value, mapping="an object")
 
 
 def _clip(text: str, limit: int = 60) -> str:

@@ -65,7 +65,7 @@ from pydantic import (
 )
 
 from regctl import escape
-from regctl.errors import ExitCode, InputError, Location, Problem
+from regctl.errors import ExitCode, InputError, Location, Problem, type_name
 from regctl.manifest import _Strict, alias_problem, display_path, validate_document, yaml_files
 from regctl.yamlfile import Document, Path_, dotted, load_documents
 
@@ -490,21 +490,9 @@ def _date(value: Any) -> Any:
 
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return f"a string ({value!r}): unquote it" if _looks_numeric(value) else "a string"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    return type(value).__name__
+    if isinstance(value, str) and _looks_numeric(value):
+        return f"a string ({value!r}): unquote it"
+    return type_name(value)
 
 
 def _param_values(value: Any) -> tuple[str, ...]:
