@@ -1,7 +1,7 @@
-"""Golden cases for the pure planning core: no server, no git, no network.
+"""Golden cases for the pure planning core and the policy engine: no server, no git.
 
-Each folder under tests/cases/diff/ is one case (resolvelib's `inputs/` cases are the
-model):
+Each folder under tests/cases/diff/ is one diff case (resolvelib's `inputs/` cases are
+the model):
 
 - `manifests/`: the desired state, as a repository holds it;
 - `observed.json`: the registry as regctl observes it (models with their versions,
@@ -10,12 +10,18 @@ model):
 - `plan.txt` and `plan.json`: the plan `regctl diff` prints, as text and JSON; or
   `error.txt`: the problems when the desired state cannot be reached.
 
+Each folder under tests/cases/policy/ is one policy case: `policies/` as a repository
+holds them, `subjects.json` (`today`, the `subjects` to judge, the `incumbents` that
+`compare_to` judges against), and the expected `report.txt` and `report.json` (every
+result, verbose), or `error.txt` when the policies are refused.
+
 `REGCTL_UPDATE_GOLDEN=1 python -m pytest tests/test_core_cases.py` writes the expected
 files from the current code; review the diff of the golden files before committing them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -24,12 +30,14 @@ from typing import Any
 import pytest
 
 from regctl.diff import diff
-from regctl.errors import PlanError
+from regctl.errors import InputError, PlanError
 from regctl.manifest import load_manifests
 from regctl.model import ObservedModel, ObservedState, ObservedVersion, RunRef
+from regctl.policy import Subject, evaluate, load_policies, render_report
 from regctl.render import render_json, render_text
 
 CASES = Path(__file__).parent / "cases" / "diff"
+POLICY_CASES = Path(__file__).parent / "cases" / "policy"
 UPDATE = os.environ.get("REGCTL_UPDATE_GOLDEN") == "1"
 TARGET = "golden://registry"
 
@@ -90,11 +98,47 @@ def outcome(case: Path) -> dict[str, str]:
     return {"plan.txt": render_text(plan), "plan.json": render_json(plan)}
 
 
-@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
-def test_golden_case(case: str) -> None:
-    folder = CASES / case
-    got = outcome(folder)
-    expected_names = {"plan.txt", "plan.json", "error.txt"}
+def subject_from_json(s: dict[str, Any]) -> Subject:
+    return Subject(
+        model=s["model"],
+        run=s["run"],
+        run_id=s.get("run_id"),
+        version=s.get("version"),
+        aliases=tuple(s.get("aliases", ())),
+        description=s.get("description"),
+        params=s.get("params"),
+        metrics=s.get("metrics"),
+        source=s.get("source", "mlflow"),
+        location=s.get("location", f"manifests/{s['model']}.yaml:5"),
+        digest=s.get("digest"),
+        in_experiment=s.get("in_experiment", True),
+    )
+
+
+def policy_outcome(case: Path) -> dict[str, str]:
+    """What the policy engine makes of a case: file name -> expected content."""
+    data = json.loads((case / "subjects.json").read_text("utf-8"))
+    try:
+        policies = load_policies(case)
+    except InputError as exc:
+        return {"error.txt": "\n".join(str(p) for p in exc.problems) + "\n"}
+    incumbents = {
+        (i["model"], i["alias"]): subject_from_json(i) for i in data.get("incumbents", [])
+    }
+    report = evaluate(
+        policies,
+        [subject_from_json(s) for s in data["subjects"]],
+        incumbents,
+        dt.date.fromisoformat(data["today"]),
+    )
+    return {
+        "report.txt": render_report(report, "text", verbose=True),
+        "report.json": render_report(report, "json"),
+    }
+
+
+def check_golden(folder: Path, got: dict[str, str], expected_names: set[str]) -> None:
+    case = folder.name
     if UPDATE:
         for name in expected_names - set(got):
             (folder / name).unlink(missing_ok=True)
@@ -106,8 +150,23 @@ def test_golden_case(case: str) -> None:
         assert text == (folder / name).read_text("utf-8"), f"{case}/{name} differs"
 
 
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
+def test_golden_case(case: str) -> None:
+    folder = CASES / case
+    check_golden(folder, outcome(folder), {"plan.txt", "plan.json", "error.txt"})
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in POLICY_CASES.iterdir() if p.is_dir()))
+def test_golden_policy_case(case: str) -> None:
+    folder = POLICY_CASES / case
+    check_golden(folder, policy_outcome(folder), {"report.txt", "report.json", "error.txt"})
+
+
 def test_every_case_folder_is_complete() -> None:
     """A case without its observation or its manifests would test nothing."""
     for folder in CASES.iterdir():
         assert (folder / "observed.json").is_file(), folder
         assert list((folder / "manifests").glob("*.yaml")), folder
+    for folder in POLICY_CASES.iterdir():
+        assert (folder / "subjects.json").is_file(), folder
+        assert list((folder / "policies").glob("*.yaml")), folder
