@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import glob
 import os
 import pwd
@@ -43,8 +44,6 @@ if str(REPO / "controller") not in sys.path:
     sys.path.insert(0, str(REPO / "controller"))
 
 
-_SQLITE_TEMPLATE: list[Path] = []
-
 _MIGRATE = """
 import sys, sqlalchemy
 from mlflow.store.db.utils import _initialize_tables
@@ -54,33 +53,37 @@ engine.dispose()
 """
 
 
+@functools.cache
+def _sqlite_template() -> Path:
+    """This test process's migrated, empty database (tables only, made in a child process
+    so no engine of ours holds it open); removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="regctl-sqlite-template-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    template = folder / "mlflow.db"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", _MIGRATE, str(template)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError("migrating the sqlite template failed:\n" + done.stderr[-3000:])
+    return template
+
+
 def empty_sqlite(path: Path) -> str:
     """A migrated, empty MLflow database at `path`; its sqlite:/// URI.
 
     Migrating a new SQLite file costs about 5 s of CPU, and the suite opens about a
-    hundred of them, so each test process migrates one template (tables only, in a child
-    process, so no engine of ours holds it open) and copies it. The default experiment is
-    not in the template: the first store that opens the copy creates it, with that store's
-    own artifact root, exactly as on a new file."""
-    if not _SQLITE_TEMPLATE:
-        folder = Path(tempfile.mkdtemp(prefix="regctl-sqlite-template-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        template = folder / "mlflow.db"
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-        done = subprocess.run(
-            [sys.executable, "-c", _MIGRATE, str(template)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError("migrating the sqlite template failed:\n" + done.stderr[-3000:])
-        _SQLITE_TEMPLATE.append(template)
+    hundred of them, so each test process migrates one template and copies it. The
+    default experiment is not in the template: the first store that opens the copy
+    creates it, with that store's own artifact root, exactly as on a new file."""
     if path.exists():
         raise FileExistsError(f"{path}: a test database is made once")
     path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_SQLITE_TEMPLATE[0], path)
+    shutil.copyfile(_sqlite_template(), path)
     return f"sqlite:///{path}"
 
 
