@@ -202,7 +202,7 @@ def validate_pair(repo: str, repeat: str) -> dict[str, Any]:
     """In one warm process: regctl's validate vs the safe-loader parse, interleaved."""
     from ruamel.yaml import YAML
 
-    from regctl import app
+    from regctl.commands import app
 
     settings = app.Settings(Path(repo))
     files = sorted((Path(repo) / "manifests").glob("*.yaml"))

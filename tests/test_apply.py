@@ -36,7 +36,7 @@ def simple(
 def test_pin_race_undoes_the_version_and_stops(
     backend: Backend, uniq: str, run_cli: CLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from regctl import mlflow_store
+    from regctl.adapters.mlflow import registry as mlflow_store
 
     name, runs = simple(backend, uniq, pin=1)
     original = mlflow_store.MlflowRegistry.create_version
@@ -60,7 +60,7 @@ def test_pin_race_undoes_the_version_and_stops(
 def test_lost_create_response_is_adopted_not_repeated(
     backend: Backend, uniq: str, run_cli: CLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from regctl import mlflow_store
+    from regctl.adapters.mlflow import registry as mlflow_store
     from regctl.errors import Unreachable
 
     name, _runs = simple(backend, uniq)
@@ -82,7 +82,7 @@ def test_lost_create_response_is_adopted_not_repeated(
 def test_failed_create_that_did_not_commit_is_reported(
     backend: Backend, uniq: str, run_cli: CLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from regctl import mlflow_store
+    from regctl.adapters.mlflow import registry as mlflow_store
     from regctl.errors import RegistryError
 
     name, _ = simple(backend, uniq)

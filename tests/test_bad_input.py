@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from regctl.model import MANAGED_TAG, is_internal_model
-from regctl.plan import (
+from regctl.core.model import MANAGED_TAG, is_internal_model
+from regctl.core.plan import (
     CHANGE_TYPES,
     Binding,
     Change,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from regctl.lease import acquire, is_lease_model
-from regctl.mlflow_store import MlflowRegistry
+from regctl.adapters.mlflow.registry import MlflowRegistry
+from regctl.engine.lease import acquire, is_lease_model
 
 from conftest import REPO, WRITE_METHODS, Backend, Recorder, write_manifest
 
@@ -31,7 +31,7 @@ class WriteCounter:
 
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> WriteCounter:
-    from regctl import app
+    from regctl.commands import app
 
     counter = WriteCounter()
     original = app.open_registry
@@ -326,8 +326,8 @@ def test_observe_request_count_does_not_grow_per_model(
     server_backend: Backend, uniq: str, http_log: Recorder
 ) -> None:
     """300 models x 3 versions are read in a fixed number of requests."""
-    from regctl import app
-    from regctl.manifest import load_manifests
+    from regctl.adapters.manifests import load_manifests
+    from regctl.commands import app
 
     c = server_backend.client
     exp = f"{uniq}-exp"
@@ -361,7 +361,7 @@ def test_observe_request_count_does_not_grow_per_model(
     assert len(reads) == model_pages + 3
     # scoped to a few models: name filters, still one request per kind
     http_log.clear()
-    from regctl.manifest import scope
+    from regctl.adapters.manifests import scope
 
     app.observe(scope(desired, [f"{uniq}-obs-001", f"{uniq}-obs-002"]), registry, complete=False)
     assert len(http_log.calls) == 4
@@ -369,7 +369,7 @@ def test_observe_request_count_does_not_grow_per_model(
 
 def test_importing_the_cli_does_not_import_mlflow() -> None:
     code = (
-        "import sys; import regctl.cli, regctl.app, regctl; "
+        "import sys; import regctl.cli, regctl.commands.app, regctl; "
         "bad = [m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -388,7 +388,7 @@ import sys
 from regctl.cli import main
 code = main(sys.argv[1:])
 loaded = sorted(m for m in sys.modules if m == "mlflow" or m.startswith("mlflow."))
-print("MLFLOW", len(loaded), "APP", "regctl.app" in sys.modules)
+print("MLFLOW", len(loaded), "APP", "regctl.commands.app" in sys.modules)
 sys.exit(code)
 """
 
@@ -414,7 +414,7 @@ def test_help_validate_and_log_never_import_mlflow(examples_repo: Path) -> None:
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "examples"], check=True)
-    from regctl.manifest import load_manifests
+    from regctl.adapters.manifests import load_manifests
 
     name = load_manifests(examples_repo).models[0].name
     out = _probe_modules(["--repo", str(examples_repo), "log", name])
@@ -422,13 +422,14 @@ def test_help_validate_and_log_never_import_mlflow(examples_repo: Path) -> None:
 
 
 def test_resolve_formats_match_the_cli() -> None:
-    from regctl import cli, inference
+    from regctl import cli
+    from regctl.commands import inference
 
     assert cli.RESOLVE_FORMATS == inference.FORMATS
 
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from regctl.app import Settings, resolve_tracking
+    from regctl.commands.app import Settings, resolve_tracking
 
     repo = tmp_path
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

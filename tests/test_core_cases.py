@@ -29,12 +29,12 @@ from typing import Any
 
 import pytest
 
-from regctl.diff import diff
+from regctl.adapters.manifests import load_manifests
+from regctl.core.diff import diff
+from regctl.core.model import ObservedModel, ObservedState, ObservedVersion, RunRef
 from regctl.errors import InputError, PlanError
-from regctl.manifest import load_manifests
-from regctl.model import ObservedModel, ObservedState, ObservedVersion, RunRef
-from regctl.policy import Subject, evaluate, load_policies, render_report
-from regctl.render import render_json, render_text
+from regctl.policy.evaluation import Subject, evaluate, load_policies, render_report
+from regctl.render.plan import render_json, render_text
 
 CASES = Path(__file__).parent / "cases" / "diff"
 POLICY_CASES = Path(__file__).parent / "cases" / "policy"

@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regctl.cli import main
+from regctl.core.uris import uri_problem
 from regctl.errors import ExitCode
-from regctl.uris import uri_problem
 
 from conftest import empty_sqlite
 

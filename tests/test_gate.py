@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from regctl.model import LEDGER_MODEL
-from regctl.runs import read_run_dir
+from regctl.adapters.rundir import read_run_dir
+from regctl.core.model import LEDGER_MODEL
 
 from conftest import REPO, Backend, Recorder, git_commit, init_git, write_manifest
 
@@ -739,7 +739,7 @@ def test_attack_a_squatters_path_params_do_not_choose_the_model_file(
     # (`model_artifact_path`). A squatter with the directory's exact files points
     # model_path at another of its files (an old model, or the config): proven, registered,
     # and `regctl resolve` names that file as the model.
-    from regctl.inference import model_artifact_path
+    from regctl.commands.inference import model_artifact_path
 
     b = server_backend
     d = run_dir(b.repo, A)

@@ -12,9 +12,9 @@ from pathlib import Path
 import git
 import pytest
 
+from regctl.adapters.git import Commit, changed_files, file_history, files_at, provenance
+from regctl.core.history import Event, promotions, render_log
 from regctl.errors import InputError, RegctlError
-from regctl.gitinfo import Commit, changed_files, file_history, files_at, provenance
-from regctl.history import Event, promotions, render_log
 
 CONTROLLER = Path(__file__).resolve().parents[1] / "controller"
 
@@ -208,7 +208,7 @@ def test_without_a_git_executable_provenance_degrades_and_the_rest_says_why(
     script = f"""
 import sys
 from pathlib import Path
-import regctl.gitinfo as gi, regctl.history
+import regctl.adapters.git as gi, regctl.core.history
 from regctl.errors import RegctlError
 assert "git" not in sys.modules
 p = gi.provenance(Path({str(tmp_path / "r")!r}), {{"USER": "dana"}})

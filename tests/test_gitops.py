@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from regctl.lease import is_lease_model
-from regctl.model import PROVENANCE_TAG
+from regctl.core.model import PROVENANCE_TAG
+from regctl.engine.lease import is_lease_model
 
 from conftest import REPO, Backend, Recorder, git_commit, init_git, write_manifest
 
@@ -169,8 +169,8 @@ def test_provenance_is_recorded_on_model_and_versions(
 def test_held_lease_blocks_and_unlock_breaks_it_by_id_only(
     server_backend: Backend, uniq: str, run_cli: CLI
 ) -> None:
-    from regctl.app import Settings, open_registry
-    from regctl.lease import LeaseLost, acquire, current
+    from regctl.commands.app import Settings, open_registry
+    from regctl.engine.lease import LeaseLost, acquire, current
 
     b = server_backend
     b.make_runs(f"{uniq}-exp", ["a"])
@@ -199,8 +199,8 @@ def test_held_lease_blocks_and_unlock_breaks_it_by_id_only(
 
 def test_stale_lease_is_taken_over(server_backend: Backend, uniq: str, run_cli: CLI) -> None:
     """A lease from another machine, expired an hour ago and never released."""
-    from regctl.app import Settings, open_registry
-    from regctl.lease import Process, acquire, current
+    from regctl.commands.app import Settings, open_registry
+    from regctl.engine.lease import Process, acquire, current
 
     b = server_backend
     b.make_runs(f"{uniq}-exp", ["a"])

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from regctl.app import Settings
+from regctl.adapters.yamledit import Editor
 from regctl.cli import main
+from regctl.commands.app import Settings
+from regctl.commands.importer import ImportReport, import_command, import_models
 from regctl.errors import RegctlError
-from regctl.importer import ImportReport, import_command, import_models
-from regctl.yamledit import Editor
 
 from conftest import Backend, Recorder, empty_sqlite
 
@@ -282,7 +282,7 @@ def test_unrepresentable_versions_are_reported(tmp_path: Path) -> None:
 
 
 def _reader(b: Backend) -> Any:
-    from regctl.app import open_registry
+    from regctl.commands.app import open_registry
 
     return open_registry(Settings(b.repo, b.uri))
 

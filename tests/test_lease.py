@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from regctl import app
-from regctl.errors import AlreadyExists, InputError
-from regctl.lease import (
+from regctl.adapters.mlflow.registry import MlflowRegistry
+from regctl.commands import app
+from regctl.engine.lease import (
     Holder,
     LeaseHeld,
     LeaseLost,
@@ -41,7 +41,7 @@ from regctl.lease import (
     is_lease_model,
     this_process,
 )
-from regctl.mlflow_store import MlflowRegistry
+from regctl.errors import AlreadyExists, InputError
 
 from conftest import REPO, WRITE_METHODS, Backend, Server, empty_sqlite, write_manifest
 
@@ -424,7 +424,7 @@ def test_lease_models_describe_themselves_and_are_never_user_models(
 
 
 def test_import_skips_lease_generations(tmp_path: Path) -> None:
-    from regctl.importer import import_command
+    from regctl.commands.importer import import_command
 
     uri = empty_sqlite(tmp_path / "s.db")
     repo = tmp_path / "repo"
@@ -714,8 +714,8 @@ def test_a_dead_holder_on_this_machine_is_taken_over_at_once(
 ) -> None:
     code = (
         "import sys, os\n"
-        "from regctl.lease import acquire\n"
-        "from regctl.mlflow_store import MlflowRegistry\n"
+        "from regctl.engine.lease import acquire\n"
+        "from regctl.adapters.mlflow.registry import MlflowRegistry\n"
         "h = acquire(MlflowRegistry(sys.argv[1]), 'doomed', '', timeout=0)\n"
         "print(h.lease.generation, h.lease.acquired_at, flush=True)\n"
         "os._exit(0)  # dies holding it\n"

@@ -1,4 +1,4 @@
-"""Tests of the strict manifest loader (regctl.manifest, regctl.yamlfile).
+"""Tests of the strict manifest loader (regctl.adapters.manifests, regctl.adapters.yamlfile).
 
 Small literal manifests in tmp_path; every refusal is checked for its exact
 `file:line:col` and field path, because that is what a reviewer acts on. The last
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from regctl.adapters.manifests import load_manifests
+from regctl.adapters.yamlfile import MAX_DEPTH, MAX_FILE_BYTES
+from regctl.core.model import DesiredState
 from regctl.errors import InputError, Problem
-from regctl.manifest import load_manifests
-from regctl.model import DesiredState
-from regctl.yamlfile import MAX_DEPTH, MAX_FILE_BYTES
 
 from conftest import Backend, Recorder, write_manifest
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from regctl import escape
 from regctl.errors import InputError
-from regctl.policy import (
+from regctl.policy.evaluation import (
     PolicyReport,
     PolicySet,
     Result,
@@ -26,6 +25,7 @@ from regctl.policy import (
     load_policies,
     render_report,
 )
+from regctl.render import escape
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "runs" / "BINANCE_BTCUSDT.P, 60"
@@ -738,7 +738,7 @@ def test_shipped_policies_judge_the_schema_examples() -> None:
 def test_shipped_examples_pass_the_shipped_policies() -> None:
     if not EXAMPLES.is_dir():
         pytest.skip(f"example run directories not generated yet: {EXAMPLES}")
-    from regctl.runs import read_run_dir
+    from regctl.adapters.rundir import read_run_dir
 
     dirs = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
     assert dirs, "no example run directories"

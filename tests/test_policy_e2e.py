@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from regctl.runs import read_run_dir
+from regctl.adapters.rundir import read_run_dir
 
 from conftest import REPO, Backend, Recorder, write_manifest
 

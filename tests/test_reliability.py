@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from faultproxy import FaultProxy, Rule, is_write
 
+from regctl.adapters.mlflow.registry import MlflowRegistry
+from regctl.engine.lease import current, is_lease_model
 from regctl.errors import RegistryError, Unreachable
-from regctl.lease import current, is_lease_model
-from regctl.mlflow_store import MlflowRegistry
 
 from conftest import REPO, Backend, Server, empty_sqlite, write_manifest
 
@@ -438,9 +438,9 @@ def test_prune_with_an_unreadable_manifest_set_is_refused(tmp_path: Path, run_cl
 
 
 def test_alias_bomb_is_refused_fast_and_small(tmp_path: Path) -> None:
+    from regctl.adapters.manifests import load_manifests
     from regctl.errors import InputError
-    from regctl.manifest import load_manifests
-    from regctl.policy import load_policies
+    from regctl.policy.evaluation import load_policies
 
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i in range(1, 10):
@@ -472,7 +472,7 @@ def test_alias_bomb_is_refused_fast_and_small(tmp_path: Path) -> None:
 )
 def test_hostile_policy_files_are_refused(tmp_path: Path, text: str, expected: str) -> None:
     from regctl.errors import InputError
-    from regctl.policy import load_policies
+    from regctl.policy.evaluation import load_policies
 
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "p.yaml").write_text(text)
@@ -575,7 +575,7 @@ def test_no_output_or_plan_file_contains_a_credential(
 
 
 def test_leftover_lease_model_is_never_managed(server_backend: Backend) -> None:
-    from regctl.lease import acquire
+    from regctl.engine.lease import acquire
 
     registry = MlflowRegistry(server_backend.uri)
     held = acquire(registry, "a test", "", timeout=30)

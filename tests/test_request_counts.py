@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from regctl.lease import acquire
-from regctl.mlflow_store import MlflowRegistry
+from regctl.adapters.mlflow.registry import MlflowRegistry
+from regctl.engine.lease import acquire
 
 from conftest import REPO, Backend, Recorder, write_manifest
 
@@ -160,7 +160,7 @@ def test_scoped_diff_requests_grow_by_name_filter_chunks(
 ) -> None:
     """Scoped to named models, models and versions are searched with `name IN (...)`
     filters of NAMES_PER_FILTER names each: two requests per chunk, not per model."""
-    from regctl.mlflow_store import NAMES_PER_FILTER
+    from regctl.adapters.mlflow.registry import NAMES_PER_FILTER
 
     b = server_backend
     n = NAMES_PER_FILTER + 10

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from regctl import inference as rs
-from regctl.app import Settings
+from regctl.commands import inference as rs
+from regctl.commands.app import Settings
 from regctl.errors import RegctlError, RegistryError
 
 from conftest import REPO, empty_sqlite
@@ -103,9 +103,9 @@ def test_import_regctl_does_not_import_mlflow() -> None:
         "assert 'mlflow' not in sys.modules, 'import regctl imported mlflow'\n"
         "assert callable(regctl.resolve) and regctl.Resolved.__name__ == 'Resolved'\n"
         "assert 'mlflow' not in sys.modules, 'regctl.resolve imported mlflow'\n"
-        "from regctl import resolve, inference\n"
+        "from regctl import resolve\nfrom regctl.commands import inference\n"
         "assert resolve is regctl.resolve is inference.resolve\n"
-        "assert 'mlflow' not in sys.modules, 'regctl.inference imported mlflow'\n"
+        "assert 'mlflow' not in sys.modules, 'regctl.commands.inference imported mlflow'\n"
         "print('ok')\n"
     )
     env = {"PYTHONPATH": str(REPO / "controller"), "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -117,7 +117,7 @@ def test_import_regctl_does_not_import_mlflow() -> None:
 
 
 def test_regctl_resolve_is_the_function_whatever_was_imported_first(tmp_path: Path) -> None:
-    """The CLI imports regctl.inference; inference code calls the package attribute."""
+    """The CLI imports regctl.commands.inference; inference code calls the package attribute."""
     import regctl
 
     assert regctl.resolve is rs.resolve  # a function, not a module
@@ -319,7 +319,7 @@ def test_download_never_overwrites(published: Published, tmp_path: Path) -> None
 @pytest.fixture
 def interrupt_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, BaseException], None]:
     """Make the adapter fail (raise `exc`) when asked for file k+1, after k good files."""
-    from regctl.mlflow_store import MlflowRegistry
+    from regctl.adapters.mlflow.registry import MlflowRegistry
 
     original = MlflowRegistry.download_artifact_file
 
@@ -370,7 +370,7 @@ def test_interrupted_download_leaves_no_dir(
 def test_size_mismatch_keeps_nothing(
     published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from regctl.mlflow_store import MlflowRegistry
+    from regctl.adapters.mlflow.registry import MlflowRegistry
 
     original = MlflowRegistry.download_artifact_file
 
@@ -391,7 +391,7 @@ def test_alias_moved_during_download_keeps_the_resolved_version(
     published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Resolved once: moving the alias after file 1 changes nothing in the result."""
-    from regctl.mlflow_store import MlflowRegistry
+    from regctl.adapters.mlflow.registry import MlflowRegistry
 
     c = published.client()
     runs = {}

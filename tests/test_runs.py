@@ -1,4 +1,4 @@
-"""Tests of the run-directory reader (regctl.runs): no server, real files in tmp_path."""
+"""Tests of the run-directory reader (regctl.adapters.rundir): no server, real files in tmp_path."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from regctl.errors import InputError, Location
-from regctl.runs import (
+from regctl.adapters.rundir import (
     PATH_PARAMS,
     RunFile,
     RunRecord,
@@ -25,6 +24,7 @@ from regctl.runs import (
     read_run_dir,
     run_name_problem,
 )
+from regctl.errors import InputError, Location
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "BINANCE_BTCUSDT.P, 60"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from regctl.app import Settings
-from regctl.schema import json_schema, render, schema_command
-from regctl.yamlfile import load_documents
+from regctl.adapters.yamlfile import load_documents
+from regctl.commands.app import Settings
+from regctl.commands.schema import json_schema, render, schema_command
 
 from conftest import REPO, empty_sqlite
 
@@ -132,7 +132,7 @@ def test_schema_has_descriptions_for_editors() -> None:
 
 
 def test_imported_manifests_validate(validator: Any, tmp_path: Path) -> None:
-    from regctl.importer import import_command
+    from regctl.commands.importer import import_command
 
     from conftest import Backend
 

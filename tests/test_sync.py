@@ -246,7 +246,7 @@ def test_interrupted_sync_resumes_with_only_missing_files(
     monkeypatch: pytest.MonkeyPatch,
     http_log: Recorder,
 ) -> None:
-    from regctl import mlflow_store
+    from regctl.adapters.mlflow import registry as mlflow_store
 
     b = server_backend
     files = {f"part{i}.csv": f"{i}\n" * (i + 1) for i in range(6)}

@@ -1,6 +1,6 @@
 """libyaml (fast) and ruamel (reference) event streams build identical documents.
 
-`regctl.yamlfile` reads events from libyaml's C parser when PyYAML has it and falls back
+`regctl.adapters.yamlfile` reads events from libyaml's C parser when PyYAML has it and falls back
 to ruamel's parser for anything libyaml refuses. These tests hold the two paths equal on
 every YAML file of the repository and on a set of tricky inputs: same values, same
 positions, same scalar tags, or the same error.
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from regctl.adapters.yamlfile import _fast_events, parse_documents
 from regctl.errors import InputError
-from regctl.yamlfile import _fast_events, parse_documents
 
 REPO = Path(__file__).resolve().parents[1]
 

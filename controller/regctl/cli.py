@@ -1,4 +1,4 @@
-"""Command line: parse, one call into `regctl.app`, render, exit code.
+"""Command line: parse, one call into `regctl.commands.app`, render, exit code.
 
 Errors are shown once, here, one line each; `--debug` adds the traceback.
 """
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from regctl import escape
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
+from regctl.render import escape
 
 if TYPE_CHECKING:
-    from regctl import app
-    from regctl.plan import Change, Plan
-    from regctl.policy import Review
-    from regctl.sync import Progress
+    from regctl.commands import app
+    from regctl.core.plan import Change, Plan
+    from regctl.engine.sync import Progress
+    from regctl.policy.evaluation import Review
 
 # Start-up: everything below click and errors is imported inside the command that needs
 # it, so `regctl --help` stays a fraction of `import mlflow` (issue 7, target 1) and the
@@ -102,7 +102,7 @@ def cli(
 ) -> None:
     """regctl keeps an MLflow Model Registry in the state that reviewed YAML manifests
     in git describe."""
-    from regctl import app
+    from regctl.commands import app
 
     root = repo.resolve() if repo is not None else app.find_repo()
     ctx.obj = Opts(
@@ -118,7 +118,7 @@ def cli(
 @click.pass_obj
 def validate(opts: Opts, models: tuple[str, ...]) -> int:
     """Offline checks: manifests and the run directories they reference."""
-    from regctl import app
+    from regctl.commands import app
 
     report = app.validate(opts.settings, models)
     for w in report.warnings:
@@ -174,7 +174,7 @@ def sync_cmd(
     lock_timeout: float,
 ) -> int:
     """Log the run directories that manifests reference as MLflow runs."""
-    from regctl import app
+    from regctl.commands import app
 
     registry = app.open_registry(opts.settings)
     try:
@@ -238,8 +238,8 @@ def diff_cmd(
     Exit 3 when a policy denies a touched version; with --exit-code, 2 when there are
     changes and 0 when the registry matches.
     """
-    from regctl import app
-    from regctl.render import render
+    from regctl.commands import app
+    from regctl.render.plan import render
 
     registry = app.open_registry(opts.settings)
     try:
@@ -277,8 +277,8 @@ def diff_cmd(
 @click.pass_obj
 def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
     """Policy verdicts for every version the manifests declare (exit 3 on a deny)."""
-    from regctl import app
-    from regctl.policy import render_report
+    from regctl.commands import app
+    from regctl.policy.evaluation import render_report
 
     registry = app.open_registry(opts.settings)
     try:
@@ -319,8 +319,8 @@ def apply_cmd(
     concurrency: int | None,
 ) -> int:
     """Make the registry match the manifests: [PLAN.json] [MODEL...]."""
-    from regctl import app
-    from regctl.render import render_text, summary_line
+    from regctl.commands import app
+    from regctl.render.plan import render_text, summary_line
 
     plan_file = None
     models = list(args)
@@ -417,7 +417,7 @@ class _StopOnSigterm:
 @click.pass_obj
 def log_cmd(opts: Opts, model: str, alias: str | None, fmt: str) -> int:
     """Promotion history of MODEL from the git history of its manifest."""
-    from regctl import app
+    from regctl.commands import app
 
     click.echo(app.log(opts.settings, model, alias, fmt), nl=False)
     return ExitCode.OK
@@ -428,7 +428,7 @@ def log_cmd(opts: Opts, model: str, alias: str | None, fmt: str) -> int:
 @click.pass_obj
 def unlock_cmd(opts: Opts, lease_id: str) -> int:
     """Break a stale apply lease, by its id only."""
-    from regctl import app
+    from regctl.commands import app
 
     registry = app.open_registry(opts.settings)
     try:
@@ -454,7 +454,7 @@ def unlock_cmd(opts: Opts, lease_id: str) -> int:
 @click.pass_obj
 def resolve_cmd(opts: Opts, target: str, fmt: str, download: Path | None) -> int:
     """Show what NAME@ALIAS or NAME/VERSION resolves to; --download fetches its files."""
-    from regctl import inference
+    from regctl.commands import inference
 
     text, code = inference.resolve_command(opts.settings, target, fmt, download)
     click.echo(text)
@@ -472,7 +472,7 @@ def resolve_cmd(opts: Opts, target: str, fmt: str, download: Path | None) -> int
 @click.pass_obj
 def import_cmd(opts: Opts, models: tuple[str, ...], out: Path | None) -> int:
     """Write manifests from the live registry (updating edited files in place)."""
-    from regctl import importer
+    from regctl.commands import importer
 
     text, code = importer.import_command(opts.settings, models, out)
     click.echo(text, nl=False)
@@ -483,7 +483,7 @@ def import_cmd(opts: Opts, models: tuple[str, ...], out: Path | None) -> int:
 @click.pass_obj
 def schema_cmd(opts: Opts) -> int:
     """JSON Schema of manifests, policies and waivers (for editors and CI)."""
-    from regctl import schema
+    from regctl.commands import schema
 
     text, code = schema.schema_command(opts.settings)
     click.echo(text, nl=False)

@@ -1,6 +1,6 @@
 """The ports through which the core reaches a registry. Planning only ever gets a reader.
 
-The MLflow adapter (`regctl.mlflow_store`) implements all three; tests may wrap them.
+The MLflow adapter (`regctl.adapters.mlflow.registry`) implements all three; tests may wrap them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from regctl.model import ObservedModel, ObservedVersion, RunRef
+from regctl.core.model import ObservedModel, ObservedVersion, RunRef
 
 
 @dataclass(frozen=True, slots=True)

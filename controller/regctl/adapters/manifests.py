@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from regctl.errors import InputError, Location, Problem, type_name
-from regctl.model import (
+from regctl.adapters.yamlfile import Document, dotted, load_documents, parse_documents, read_limit
+from regctl.core.model import (
     LEDGER_MODEL,
     PROVENANCE_PREFIX,
     DesiredModel,
@@ -27,7 +27,7 @@ from regctl.model import (
     frozen_map,
     is_lease_model,
 )
-from regctl.yamlfile import Document, dotted, load_documents, parse_documents, read_limit
+from regctl.errors import InputError, Location, Problem, type_name
 
 API_VERSION = "regctl/v1"
 

@@ -45,10 +45,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
+from regctl.adapters.rundir import PATH_PARAMS, RunRecord, relative_inside
+from regctl.core.model import LEDGER_MODEL, LEDGER_TAG_PREFIX, RunRef
 from regctl.errors import AlreadyExists
-from regctl.model import LEDGER_MODEL, LEDGER_TAG_PREFIX, RunRef
 from regctl.ports import ArtifactInfo, ArtifactReader, RegistryReader, RunData
-from regctl.runs import PATH_PARAMS, RunRecord, relative_inside
 
 MAX_SHOWN: Final = 4
 """Differences named in one message; the rest are counted."""

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from regctl.manifest import API_VERSION, ManifestSpec
-from regctl.policy import PolicySpec, WaiverSpec
+from regctl.adapters.manifests import API_VERSION, ManifestSpec
+from regctl.policy.evaluation import PolicySpec, WaiverSpec
 
 if TYPE_CHECKING:
-    from regctl.app import Settings
+    from regctl.commands.app import Settings
 
 SCHEMA_ID = "urn:regctl:schema:regctl/v1"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"

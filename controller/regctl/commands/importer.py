@@ -8,7 +8,7 @@ read must be empty (the `regctl.managed` tag aside, which `import_command` sets)
 Decisions taken here:
 
 - A model gets one file, `<model>.yaml` in the output folder, unless a manifest there
-  already declares it: then that file is updated in place (`regctl.yamledit`) and keeps
+  already declares it: then that file is updated in place (`regctl.adapters.yamledit`) and keeps
   its comments, key order and formatting; only the values that differ change.
 - A new file declares everything: `description` (an empty one too), the tags (not the
   `regctl.` and `mlflow.` ones), `experiment` when all versions' runs share one, and
@@ -52,18 +52,16 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
-from regctl import escape
-from regctl.diff import diff, source_path
-from regctl.errors import ExitCode, InputError, Location, PlanError, Problem, RegctlError
-from regctl.lease import is_lease_model
-from regctl.manifest import (
+from regctl.adapters.manifests import (
     API_VERSION,
     display_path,
     load_manifest_texts,
     load_manifests,
     yaml_files,
 )
-from regctl.model import (
+from regctl.adapters.yamledit import Editor, Layout, render_item, render_pair
+from regctl.core.diff import diff, source_path
+from regctl.core.model import (
     LEDGER_MODEL,
     MANAGED_TAG,
     PROVENANCE_PREFIX,
@@ -74,15 +72,17 @@ from regctl.model import (
     ObservedState,
     RunRef,
 )
-from regctl.plan import SetModelTag
+from regctl.core.plan import SetModelTag
+from regctl.engine.lease import is_lease_model
+from regctl.errors import ExitCode, InputError, Location, PlanError, Problem, RegctlError
 from regctl.ports import RegistryReader, runs_by_name
-from regctl.yamledit import Editor, Layout, render_item, render_pair
+from regctl.render import escape
 
 if TYPE_CHECKING:
-    from regctl.app import Settings
+    from regctl.commands.app import Settings
 
 SCHEMA_FILE = "schema/regctl.schema.json"
-"""Where the JSON Schema lives in a repository (see `regctl.schema`)."""
+"""Where the JSON Schema lives in a repository (see `regctl.commands.schema`)."""
 
 MLFLOW_TAG_PREFIX = "mlflow."
 PROMPT_TAG = "mlflow.prompt.is_prompt"
@@ -1033,7 +1033,7 @@ def import_command(
     each, after every file is written: regctl owns them from now on, and `regctl diff`
     is empty. Manifests written elsewhere are a draft: nothing is tagged.
     """
-    from regctl.app import open_registry
+    from regctl.commands.app import open_registry
 
     default = settings.repo / "manifests"
     out_dir = (out if out is not None else default).resolve()

@@ -17,14 +17,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from regctl import escape
+from regctl.adapters.yamlfile import parse_documents
 from regctl.errors import InputError
-from regctl.yamlfile import parse_documents
+from regctl.render import escape
 
 if TYPE_CHECKING:
     # Only for annotations: importing gitinfo at run time is harmless (it imports git
     # lazily), but this module needs nothing from it but the shape of a Commit.
-    from regctl.gitinfo import Commit
+    from regctl.adapters.git import Commit
 
 FORMAT_VERSION = 1
 """Version of the JSON that `render_log(..., "json")` writes."""

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
 
-from regctl.errors import AlreadyExists, ApplyError, RegistryError
-from regctl.model import ENTRY_TAG, PROVENANCE_TAG, entry_identity
-from regctl.plan import (
+from regctl.core.model import ENTRY_TAG, PROVENANCE_TAG, entry_identity
+from regctl.core.plan import (
     Change,
     CreateModel,
     CreateVersion,
@@ -32,6 +31,7 @@ from regctl.plan import (
     SetVersionDescription,
     SyncRun,
 )
+from regctl.errors import AlreadyExists, ApplyError, RegistryError
 from regctl.ports import RegistryReader, RegistryWriter
 
 

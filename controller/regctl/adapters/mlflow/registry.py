@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from regctl.core.model import ObservedModel, ObservedVersion, RunRef, frozen_map
 from regctl.errors import AlreadyExists, NotFound, RegistryError, Unreachable
-from regctl.model import ObservedModel, ObservedVersion, RunRef, frozen_map
 from regctl.ports import ArtifactInfo, RunData, chunks
 
 T = TypeVar("T")

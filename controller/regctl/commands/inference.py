@@ -28,7 +28,7 @@ Decisions, each repeated where it is made:
   (the rename replaces it atomically); a non-empty DIR, a file or a symbolic link is
   refused, so nothing is ever overwritten. A process killed with SIGKILL can leave a
   `.DIR.regctl-partial-*` folder beside DIR, never a partial DIR.
-- The module is `regctl.inference`; the package exposes `regctl.resolve` and
+- The module is `regctl.commands.inference`; the package exposes `regctl.resolve` and
   `regctl.Resolved` lazily, so `import regctl` stays cheap and the name `resolve` is
   never shadowed by a submodule.
 """
@@ -50,12 +50,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-from regctl import escape
-from regctl.app import Settings, find_repo, open_registry, resolve_tracking
+from regctl.adapters.rundir import relative_inside
+from regctl.commands.app import Settings, find_repo, open_registry, resolve_tracking
+from regctl.core.model import PROVENANCE_PREFIX, ObservedModel, ObservedVersion, RunRef, frozen_map
 from regctl.errors import NotFound, RegctlError
-from regctl.model import PROVENANCE_PREFIX, ObservedModel, ObservedVersion, RunRef, frozen_map
 from regctl.ports import ArtifactInfo, RunData
-from regctl.runs import relative_inside
+from regctl.render import escape
 
 __all__ = [
     "RESOLVED_FILE",

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from regctl.adapters.yamlfile import MAX_FILE_BYTES
 from regctl.errors import InputError, Location, Problem, RegctlError
-from regctl.yamlfile import MAX_FILE_BYTES
 
 if TYPE_CHECKING:
     import git

@@ -2,7 +2,7 @@
 
 The key of a run is (experiment, run name), but a name is not proof: a logged run of that
 name is the directory's run only when its params, metrics and files (names, sizes, sha256)
-equal the directory's (`regctl.proof`); otherwise sync refuses, naming the run and what
+equal the directory's (`regctl.engine.proof`); otherwise sync refuses, naming the run and what
 differs (path params only warn, they differ between machines). A FINISHED, proven run is
 never touched again; a run left RUNNING or FAILED by an interrupted sync, whose content so
 far is the directory's, is resumed by uploading only the files that are missing. Every
@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from regctl.diff import PendingRun
+from regctl.adapters.rundir import RunFile, RunRecord, read_run_dir
+from regctl.core.diff import PendingRun
+from regctl.core.model import LEDGER_MODEL, DesiredState, RunRef, ledger_entries
+from regctl.engine.proof import LedgerWriter, Proof, digests_of, prove, record, same_metric
 from regctl.errors import InputError, Location, Problem, RegctlError
-from regctl.model import LEDGER_MODEL, DesiredState, RunRef, ledger_entries
 from regctl.ports import ArtifactReader, RegistryReader, RunData, TrackingWriter, runs_by_name
-from regctl.proof import LedgerWriter, Proof, digests_of, prove, record, same_metric
-from regctl.runs import RunFile, RunRecord, read_run_dir
 
 
 class SyncStore(RegistryReader, TrackingWriter, ArtifactReader, LedgerWriter, Protocol):
@@ -139,7 +139,7 @@ def sync(
 ) -> SyncReport:
     """Log every item (see module doc). Raises before any write if any item conflicts.
 
-    A logged run of an item's name is that item's run only when `regctl.proof` proves it
+    A logged run of an item's name is that item's run only when `regctl.engine.proof` proves it
     from content; otherwise sync refuses, naming the run and what differs. Proofs that the
     ledger does not hold yet are recorded there (not on a dry run). `ledger` is the ledger
     as the caller already read it (else it is read here: one request); `known` holds the

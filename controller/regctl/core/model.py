@@ -34,7 +34,7 @@ def entry_identity(experiment: str | None, run: str | None, run_id: str | None) 
 
 LEDGER_MODEL = "regctl-ledger"
 """Registered model whose tags record the runs regctl has proven to be the runs of their run
-directories: `regctl.proven.<run id>` = the run's content digest (see `regctl.proof`)."""
+directories: `regctl.proven.<run id>` = the run's content digest (see `regctl.engine.proof`)."""
 
 LEDGER_TAG_PREFIX = "regctl.proven."
 
@@ -43,7 +43,7 @@ PROVENANCE_PREFIX = "regctl."
 
 LEASE_PREFIX = "regctl-lease"
 """Registered models named `regctl-lease-<n>` (and the legacy `regctl-lease`) are regctl's
-apply lease (see regctl.lease), never models to manage."""
+apply lease (see regctl.engine.lease), never models to manage."""
 
 
 def is_lease_model(name: str) -> bool:

@@ -20,28 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from regctl import gitinfo
-from regctl.apply import ApplyContext, ApplyReport, apply_plan
-from regctl.diff import MAX_DELETE_SHARE, artifact_uris, diff, source_path
-from regctl.errors import (
-    Aborted,
-    ApplyError,
-    InputError,
-    Location,
-    PolicyDenied,
-    Problem,
-    RegctlError,
-)
-from regctl.history import promotions, render_log
-from regctl.lease import Holder, Lease, LeaseLost, acquire, break_lease
-from regctl.manifest import (
+from regctl.adapters import git as gitinfo
+from regctl.adapters.manifests import (
     display_path,
     load_manifest_texts,
     load_manifests,
     manifest_files,
     scope,
 )
-from regctl.model import (
+from regctl.core.diff import MAX_DELETE_SHARE, artifact_uris, diff, source_path
+from regctl.core.history import promotions, render_log
+from regctl.core.model import (
     LEDGER_MODEL,
     PROVENANCE_TAG,
     DesiredModel,
@@ -52,7 +41,7 @@ from regctl.model import (
     RunRef,
     ledger_entries,
 )
-from regctl.plan import (
+from regctl.core.plan import (
     Binding,
     Change,
     CreateVersion,
@@ -63,7 +52,21 @@ from regctl.plan import (
     first_difference,
     plan_from_json,
 )
-from regctl.policy import (
+from regctl.core.uris import check_uri
+from regctl.engine.apply import ApplyContext, ApplyReport, apply_plan
+from regctl.engine.lease import Holder, Lease, LeaseLost, acquire, break_lease
+from regctl.engine.proof import Proof, ProofReader, prove
+from regctl.engine.sync import SyncItem, SyncReport, SyncStopped, collect, pending_runs, sync
+from regctl.errors import (
+    Aborted,
+    ApplyError,
+    InputError,
+    Location,
+    PolicyDenied,
+    Problem,
+    RegctlError,
+)
+from regctl.policy.evaluation import (
     Comparison,
     PolicyReport,
     PolicySet,
@@ -75,12 +78,9 @@ from regctl.policy import (
     policy_files,
 )
 from regctl.ports import Registry, RegistryReader, runs_by_name
-from regctl.proof import Proof, ProofReader, prove
-from regctl.sync import SyncItem, SyncReport, SyncStopped, collect, pending_runs, sync
-from regctl.uris import check_uri
 
 if TYPE_CHECKING:
-    from regctl.sync import Progress
+    from regctl.engine.sync import Progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +135,7 @@ def default_concurrency(settings: Settings) -> int:
 
 def open_registry(settings: Settings) -> Registry:
     """Connect the MLflow adapter (imports mlflow)."""
-    from regctl.mlflow_store import MlflowRegistry
+    from regctl.adapters.mlflow.registry import MlflowRegistry
 
     uri, artifact_root = resolve_tracking(settings)
     given = settings.registry_uri is not None
@@ -246,7 +246,7 @@ class Inputs:
     policies: PolicySet
     items: list[SyncItem]
     proven: dict[str, str] = field(default_factory=dict)
-    """Run id -> digest of the runs this command proved already (see regctl.proof)."""
+    """Run id -> digest of the runs this command proved already (see regctl.engine.proof)."""
     digests: Mapping[str, str] = field(default_factory=dict)
     """`manifests` and `policies`: digests of the files they were loaded from."""
 
@@ -766,7 +766,7 @@ def check(settings: Settings, registry: ProofReader, models: Sequence[str] = ())
 
 
 def registry_target(settings: Settings) -> str:
-    from regctl.manifest import display_path
+    from regctl.adapters.manifests import display_path
 
     uri, _ = resolve_tracking(settings)
     if uri.startswith("sqlite:///"):
@@ -1037,8 +1037,8 @@ def log(settings: Settings, model: str, alias: str | None, fmt: str) -> str:
 
 def _manifest_of(repo: Path, model: str) -> str:
     """The repo-relative manifest path that declares `model` (by name, then file name)."""
-    from regctl.manifest import display_path, manifest_files
-    from regctl.yamlfile import load_documents
+    from regctl.adapters.manifests import display_path, manifest_files
+    from regctl.adapters.yamlfile import load_documents
 
     for path in manifest_files(repo):
         try:
@@ -1073,7 +1073,7 @@ def _comparable(model: DesiredModel) -> DesiredModel:
 
 def load_plan_file(path: Path) -> Plan:
     """A saved plan (`diff --out`), or an InputError naming the file and the bad field."""
-    from regctl.plan import PlanFormatError
+    from regctl.core.plan import PlanFormatError
 
     where = Location(str(path))
     try:

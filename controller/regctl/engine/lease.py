@@ -73,8 +73,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from regctl.core.model import LEASE_PREFIX, ObservedModel, is_lease_model
 from regctl.errors import AlreadyExists, NotFound, RegctlError
-from regctl.model import LEASE_PREFIX, ObservedModel, is_lease_model
 
 __all__ = [
     "DEFAULT_TTL",

@@ -12,8 +12,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from regctl.errors import Location, PlanError, Problem
-from regctl.model import (
+from regctl.core.model import (
     ENTRY_TAG,
     MANAGED_TAG,
     DesiredModel,
@@ -24,7 +23,7 @@ from regctl.model import (
     ObservedVersion,
     entry_identity,
 )
-from regctl.plan import (
+from regctl.core.plan import (
     Binding,
     Change,
     CreateModel,
@@ -41,6 +40,7 @@ from regctl.plan import (
     SyncRun,
     order,
 )
+from regctl.errors import Location, PlanError, Problem
 
 MAX_DELETE_SHARE = 0.5
 """Pruning more than this share of the managed models and versions needs an explicit flag."""
@@ -173,7 +173,7 @@ def _bind_versions(
     for v in model.versions:
         run_id, _ = resolved[v.index]
         if run_id is None or v.run is None or v.run_dir is not None:
-            continue  # a run_dir entry is proven by content (regctl.proof)
+            continue  # a run_dir entry is proven by content (regctl.engine.proof)
         # A name is not proof: the version regctl registered for this entry says which run
         # the name meant; another run under that name now (renamed, deleted, replaced) is
         # refused rather than registered behind the entry's aliases.
@@ -440,7 +440,7 @@ def diff(
     `complete` says that `desired` holds every manifest (not a scoped subset): only then
     can a managed model that no manifest names be pruned. `unproven` maps (experiment, run
     name) to why the logged run of that name is not the run of the entry's `run_dir`
-    (`regctl.proof`): such an entry is an error, never bound to that run.
+    (`regctl.engine.proof`): such an entry is an error, never bound to that run.
     """
     pending_map = {(p.experiment, p.run_name): p for p in pending}
     problems: list[Problem] = []

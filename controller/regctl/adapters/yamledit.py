@@ -73,7 +73,7 @@ def _dump(data: Any, layout: Layout = Layout()) -> str:
 
 def _parse_one(text: str) -> Any:
     """The plain value of a one-document snippet, read as regctl reads manifests."""
-    from regctl.yamlfile import parse_documents
+    from regctl.adapters.yamlfile import parse_documents
 
     docs = parse_documents(text, "<render>")
     return docs[0].value if docs else None

@@ -1,0 +1,1 @@
+"""regctl.core."""
