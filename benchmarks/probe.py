@@ -202,9 +202,10 @@ def validate_pair(repo: str, repeat: str) -> dict[str, Any]:
     """In one warm process: regctl's validate vs the safe-loader parse, interleaved."""
     from ruamel.yaml import YAML
 
+    from regctl import config
     from regctl.commands import app
 
-    settings = app.Settings(Path(repo))
+    settings = config.Settings(Path(repo))
     files = sorted((Path(repo) / "manifests").glob("*.yaml"))
 
     def safe() -> None:

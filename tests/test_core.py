@@ -31,10 +31,10 @@ class WriteCounter:
 
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> WriteCounter:
-    from regctl.commands import app
+    from regctl import config
 
     counter = WriteCounter()
-    original = app.open_registry
+    original = config.open_registry
 
     def open_counted(settings: Any) -> Any:
         reg = original(settings)
@@ -51,7 +51,7 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> WriteCounter:
             setattr(reg, name, wrapped)
         return reg
 
-    monkeypatch.setattr(app, "open_registry", open_counted)
+    monkeypatch.setattr(config, "open_registry", open_counted)
     return counter
 
 
@@ -344,8 +344,10 @@ def test_observe_request_count_does_not_grow_per_model(
             f"apiVersion: regctl/v1\nkind: RegisteredModel\nname: {name}\nexperiment: {exp}\n"
             "versions:\n  - run: r0\n  - run: r1\n  - run: r2\n",
         )
-    settings = app.Settings(server_backend.repo, server_backend.uri)
-    registry = app.open_registry(settings)
+    from regctl import config
+
+    settings = config.Settings(server_backend.repo, server_backend.uri)
+    registry = config.open_registry(settings)
     desired = load_manifests(server_backend.repo)
     http_log.clear()
     observed = app.observe(desired, registry, complete=True)
@@ -429,7 +431,7 @@ def test_resolve_formats_match_the_cli() -> None:
 
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from regctl.commands.app import Settings, resolve_tracking
+    from regctl.config import Settings, resolve_tracking
 
     repo = tmp_path
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

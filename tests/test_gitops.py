@@ -169,7 +169,7 @@ def test_provenance_is_recorded_on_model_and_versions(
 def test_held_lease_blocks_and_unlock_breaks_it_by_id_only(
     server_backend: Backend, uniq: str, run_cli: CLI
 ) -> None:
-    from regctl.commands.app import Settings, open_registry
+    from regctl.config import Settings, open_registry
     from regctl.engine.lease import LeaseLost, acquire, current
 
     b = server_backend
@@ -199,7 +199,7 @@ def test_held_lease_blocks_and_unlock_breaks_it_by_id_only(
 
 def test_stale_lease_is_taken_over(server_backend: Backend, uniq: str, run_cli: CLI) -> None:
     """A lease from another machine, expired an hour ago and never released."""
-    from regctl.commands.app import Settings, open_registry
+    from regctl.config import Settings, open_registry
     from regctl.engine.lease import Process, acquire, current
 
     b = server_backend

@@ -19,8 +19,8 @@ import pytest
 
 from regctl.adapters.yamledit import Editor
 from regctl.cli import main
-from regctl.commands.app import Settings
 from regctl.commands.importer import ImportReport, import_command, import_models
+from regctl.config import Settings
 from regctl.errors import RegctlError
 
 from conftest import Backend, Recorder, empty_sqlite
@@ -282,7 +282,7 @@ def test_unrepresentable_versions_are_reported(tmp_path: Path) -> None:
 
 
 def _reader(b: Backend) -> Any:
-    from regctl.commands.app import open_registry
+    from regctl.config import open_registry
 
     return open_registry(Settings(b.repo, b.uri))
 

@@ -41,11 +41,11 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from regctl import escape
 from regctl.adapters.git import Commit
 from regctl.commands.importer import ImportedModel, ImportReport
 from regctl.commands.importer import render_report as render_import
 from regctl.core.history import Event, render_log
-from regctl.render import escape
 
 from conftest import REPO, Server
 

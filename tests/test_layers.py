@@ -20,14 +20,14 @@ from conftest import REPO
 
 
 def lint_copy(tmp_path: Path, name: str, body: str) -> subprocess.CompletedProcess[str]:
-    """`lint-imports` on a copy of the package with `regctl/<name>.py` added."""
+    """`lint-imports` on a copy of the package with module `regctl.<name>` added."""
     dest = tmp_path / "controller"
     shutil.copytree(
         REPO / "controller" / "regctl",
         dest / "regctl",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
-    (dest / "regctl" / f"{name}.py").write_text(body, encoding="utf-8")
+    (dest / "regctl" / f"{name.replace('.', '/')}.py").write_text(body, encoding="utf-8")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     env = {**os.environ, "PYTHONPATH": str(dest)}
     linter = Path(sys.executable).with_name("lint-imports")
@@ -46,13 +46,13 @@ def lint_copy(tmp_path: Path, name: str, body: str) -> subprocess.CompletedProce
 @pytest.mark.parametrize(
     ("body", "contract"),
     [
-        ("import mlflow\n", "Only the adapter imports mlflow BROKEN"),
-        ("from mlflow.entities import Param\n", "Only the adapter imports mlflow BROKEN"),
+        ("import mlflow\n", "Only adapters.mlflow imports mlflow BROKEN"),
+        ("from mlflow.entities import Param\n", "Only adapters.mlflow imports mlflow BROKEN"),
         (
             "def f() -> None:\n    import requests  # noqa: F401\n",
-            "Only the adapter imports mlflow BROKEN",
+            "Only adapters.mlflow imports mlflow BROKEN",
         ),
-        ("import git\n", "Only gitinfo imports git BROKEN"),
+        ("import git\n", "Only adapters.git imports git BROKEN"),
     ],
 )
 def test_a_new_module_importing_an_adapter_library_breaks_a_contract(
@@ -68,3 +68,22 @@ def test_a_new_module_importing_neither_keeps_every_contract(tmp_path: Path) -> 
     done = lint_copy(tmp_path, "newcomer", "from regctl.errors import RegctlError\n")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "BROKEN" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "contract"),
+    [
+        ("core.newcomer", "from regctl.engine import apply\n", "core and policy are pure"),
+        ("policy.newcomer", "from regctl.config import Settings\n", "core and policy are pure"),
+        ("core.newcomer", "from regctl.adapters import manifests\n", "Layers"),
+        ("engine.newcomer", "from regctl.adapters.mlflow import registry\n", "Layers"),
+    ],
+)
+def test_a_new_module_in_a_folder_is_held_to_its_layer(
+    tmp_path: Path, name: str, body: str, contract: str
+) -> None:
+    done = lint_copy(tmp_path, name, body)
+    assert done.returncode != 0, done.stdout + done.stderr
+    broken = [line for line in done.stdout.splitlines() if line.endswith("BROKEN")]
+    assert any(line.startswith(contract) for line in broken), done.stdout
+    assert f"regctl.{name}" in done.stdout

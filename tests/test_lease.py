@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from regctl import config
 from regctl.adapters.mlflow.registry import MlflowRegistry
 from regctl.commands import app
 from regctl.engine.lease import (
@@ -420,7 +421,7 @@ def test_lease_models_describe_themselves_and_are_never_user_models(
         f"apiVersion: regctl/v1\nkind: RegisteredModel\nname: {holder.lease.model}\n",
     )
     with pytest.raises(InputError, match="regctl's apply lease"):
-        app.load_desired(app.Settings(repo))
+        app.load_desired(config.Settings(repo))
 
 
 def test_import_skips_lease_generations(tmp_path: Path) -> None:
@@ -432,7 +433,7 @@ def test_import_skips_lease_generations(tmp_path: Path) -> None:
     reg = MlflowRegistry(uri)
     acquire(reg, "an apply", "", timeout=0).release()
     reg.create_model("model", None, {})
-    out, code = import_command(app.Settings(repo, uri), [], None)
+    out, code = import_command(config.Settings(repo, uri), [], None)
     assert code == 0, out
     assert "skipped: regctl-lease-1: regctl's apply lock, not a model" in out
     assert sorted(p.name for p in (repo / "manifests").iterdir()) == ["model.yaml"]
@@ -576,7 +577,7 @@ def test_the_heartbeat_keeps_the_lease_through_a_sync_longer_than_its_ttl(
     b = server_backend
     run_dirs(b, uniq, 2)
     store = Blocking(registry, "upload_artifact")
-    settings = app.Settings(b.repo, b.uri)
+    settings = config.Settings(b.repo, b.uri)
     thread, out = in_thread(lambda: app.apply(settings, store, concurrency=1))
     assert store.reached.wait(timeout=300), out
     holder = taken[0]
@@ -607,7 +608,7 @@ def test_a_lost_lease_stops_apply_before_its_next_write(
         f"experiment: {uniq}-exp\nversions:\n{entries}",
     )
     store = Blocking(registry, "create_version")
-    thread, out = in_thread(lambda: app.apply(app.Settings(b.repo, b.uri), store, concurrency=1))
+    thread, out = in_thread(lambda: app.apply(config.Settings(b.repo, b.uri), store, concurrency=1))
     assert store.reached.wait(timeout=300), out
     holder = taken[0]
     break_lease(registry, holder.lease.id)  # `regctl unlock` while the first version is written
@@ -627,7 +628,7 @@ def test_a_lost_lease_stops_sync_before_its_next_upload(
     b = server_backend
     run_dirs(b, uniq, 2)
     store = Blocking(registry, "upload_artifact")
-    settings = app.Settings(b.repo, b.uri)
+    settings = config.Settings(b.repo, b.uri)
     thread, out = in_thread(lambda: app.run_sync(settings, store, concurrency=1))
     assert store.reached.wait(timeout=300), out
     holder = taken[0]
@@ -659,7 +660,7 @@ def test_a_lease_lost_while_apply_plans_again_stops_it_before_any_write(
             f"experiment: {uniq}-exp\nversions:\n  - run: r0\n",
         )
     store = Blocking(registry, "search_models", nth=2)  # the observe under the lease
-    thread, out = in_thread(lambda: app.apply(app.Settings(b.repo, b.uri), store, concurrency=1))
+    thread, out = in_thread(lambda: app.apply(config.Settings(b.repo, b.uri), store, concurrency=1))
     assert store.reached.wait(timeout=300), out
     break_lease(registry, taken[0].lease.id)
     store.go.set()

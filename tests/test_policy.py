@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from regctl import escape
 from regctl.errors import InputError
 from regctl.policy.evaluation import (
     PolicyReport,
@@ -25,7 +26,6 @@ from regctl.policy.evaluation import (
     load_policies,
     render_report,
 )
-from regctl.render import escape
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "runs" / "BINANCE_BTCUSDT.P, 60"

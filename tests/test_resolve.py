@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from regctl.commands import inference as rs
-from regctl.commands.app import Settings
+from regctl.config import Settings
 from regctl.errors import RegctlError, RegistryError
 
 from conftest import REPO, empty_sqlite

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from regctl.adapters.yamlfile import load_documents
-from regctl.commands.app import Settings
 from regctl.commands.schema import json_schema, render, schema_command
+from regctl.config import Settings
 
 from conftest import REPO, empty_sqlite
 

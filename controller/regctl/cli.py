@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from regctl import escape
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
-from regctl.render import escape
 
 if TYPE_CHECKING:
-    from regctl.commands import app
+    from regctl import config
     from regctl.core.plan import Change, Plan
     from regctl.engine.sync import Progress
     from regctl.policy.evaluation import Review
@@ -37,7 +37,7 @@ RESOLVE_FORMATS = ("text", "json")  # regctl.inference.FORMATS (a test keeps the
 
 @dataclass
 class Opts:
-    settings: app.Settings
+    settings: config.Settings
     verbose: int
     color: bool
     debug: bool
@@ -102,11 +102,11 @@ def cli(
 ) -> None:
     """regctl keeps an MLflow Model Registry in the state that reviewed YAML manifests
     in git describe."""
-    from regctl.commands import app
+    from regctl import config
 
-    root = repo.resolve() if repo is not None else app.find_repo()
+    root = repo.resolve() if repo is not None else config.find_repo()
     ctx.obj = Opts(
-        app.Settings(root, tracking_uri, registry_uri),
+        config.Settings(root, tracking_uri, registry_uri),
         verbose,
         color=not no_color and _is_tty(sys.stdout),
         debug=debug,
@@ -174,9 +174,10 @@ def sync_cmd(
     lock_timeout: float,
 ) -> int:
     """Log the run directories that manifests reference as MLflow runs."""
+    from regctl import config
     from regctl.commands import app
 
-    registry = app.open_registry(opts.settings)
+    registry = config.open_registry(opts.settings)
     try:
         report = app.run_sync(
             opts.settings,
@@ -238,10 +239,11 @@ def diff_cmd(
     Exit 3 when a policy denies a touched version; with --exit-code, 2 when there are
     changes and 0 when the registry matches.
     """
+    from regctl import config
     from regctl.commands import app
     from regctl.render.plan import render
 
-    registry = app.open_registry(opts.settings)
+    registry = config.open_registry(opts.settings)
     try:
         planned = app.make_plan(
             opts.settings,
@@ -277,10 +279,11 @@ def diff_cmd(
 @click.pass_obj
 def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
     """Policy verdicts for every version the manifests declare (exit 3 on a deny)."""
+    from regctl import config
     from regctl.commands import app
     from regctl.policy.evaluation import render_report
 
-    registry = app.open_registry(opts.settings)
+    registry = config.open_registry(opts.settings)
     try:
         report = app.check(opts.settings, registry, models)
     finally:
@@ -319,6 +322,7 @@ def apply_cmd(
     concurrency: int | None,
 ) -> int:
     """Make the registry match the manifests: [PLAN.json] [MODEL...]."""
+    from regctl import config
     from regctl.commands import app
     from regctl.render.plan import render_text, summary_line
 
@@ -344,7 +348,7 @@ def apply_cmd(
             _err(f"  [{done}/{total}] {change.verb} {change.model}")
 
     stop = _StopOnSigterm()
-    registry = app.open_registry(opts.settings)
+    registry = config.open_registry(opts.settings)
     try:
         outcome = app.apply(
             opts.settings,
@@ -428,9 +432,10 @@ def log_cmd(opts: Opts, model: str, alias: str | None, fmt: str) -> int:
 @click.pass_obj
 def unlock_cmd(opts: Opts, lease_id: str) -> int:
     """Break a stale apply lease, by its id only."""
+    from regctl import config
     from regctl.commands import app
 
-    registry = app.open_registry(opts.settings)
+    registry = config.open_registry(opts.settings)
     try:
         lease = app.unlock(registry, lease_id)
     finally:

@@ -28,6 +28,11 @@ from regctl.adapters.manifests import (
     manifest_files,
     scope,
 )
+from regctl.config import (
+    Settings,
+    default_concurrency,
+    registry_target,
+)
 from regctl.core.diff import MAX_DELETE_SHARE, artifact_uris, diff, source_path
 from regctl.core.history import promotions, render_log
 from regctl.core.model import (
@@ -52,7 +57,6 @@ from regctl.core.plan import (
     first_difference,
     plan_from_json,
 )
-from regctl.core.uris import check_uri
 from regctl.engine.apply import ApplyContext, ApplyReport, apply_plan
 from regctl.engine.lease import Holder, Lease, LeaseLost, acquire, break_lease
 from regctl.engine.proof import Proof, ProofReader, prove
@@ -81,69 +85,6 @@ from regctl.ports import Registry, RegistryReader, runs_by_name
 
 if TYPE_CHECKING:
     from regctl.engine.sync import Progress
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Global options: where the repository is and which MLflow to talk to."""
-
-    repo: Path
-    tracking_uri: str | None = None
-    registry_uri: str | None = None
-
-
-def find_repo(start: Path | None = None) -> Path:
-    """The repository root: the nearest folder (upwards) holding `manifests/`, else cwd."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "manifests").is_dir():
-            return folder
-    return here
-
-
-def resolve_tracking(settings: Settings) -> tuple[str, str | None]:
-    """Tracking URI and, for local stores, the artifact root beside the database.
-
-    Order: --tracking-uri, MLFLOW_TRACKING_URI, then MLflow's own default
-    `sqlite:///mlflow.db`, anchored in the repository so it does not depend on cwd.
-    """
-    given = settings.tracking_uri is not None  # `--tracking-uri ""` is an error, not unset
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    uri = settings.tracking_uri if settings.tracking_uri is not None else uri
-    if uri or given:
-        check_uri(uri, "--tracking-uri" if given else "MLFLOW_TRACKING_URI")
-    else:
-        uri = f"sqlite:///{settings.repo / 'mlflow.db'}"
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :])
-        if not db.is_absolute():
-            db = settings.repo / db
-            uri = f"sqlite:///{db}"
-        return uri, (db.parent / "mlruns").as_uri()
-    return uri, None
-
-
-DEFAULT_CONCURRENCY = 8
-"""Writes in flight at once against a server (one per lane: see apply.lane)."""
-
-
-def default_concurrency(settings: Settings) -> int:
-    """8 writes in flight against an HTTP server; 1 for a local store (SQLite locks)."""
-    uri, _ = resolve_tracking(settings)
-    return DEFAULT_CONCURRENCY if uri.startswith(("http://", "https://")) else 1
-
-
-def open_registry(settings: Settings) -> Registry:
-    """Connect the MLflow adapter (imports mlflow)."""
-    from regctl.adapters.mlflow.registry import MlflowRegistry
-
-    uri, artifact_root = resolve_tracking(settings)
-    given = settings.registry_uri is not None
-    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI", "")
-    registry_uri = settings.registry_uri if settings.registry_uri is not None else registry_uri
-    if registry_uri or given:
-        check_uri(registry_uri, "--registry-uri" if given else "MLFLOW_REGISTRY_URI")
-    return MlflowRegistry(uri, registry_uri or None, artifact_root)
 
 
 def load_desired(settings: Settings, models: Sequence[str] = ()) -> tuple[DesiredState, bool]:
@@ -763,20 +704,6 @@ def check(settings: Settings, registry: ProofReader, models: Sequence[str] = ())
     """Policy verdicts for every version of the desired state."""
     planned = make_plan(settings, registry, models)
     return review(settings, planned, registry, only_touched=False).report
-
-
-def registry_target(settings: Settings) -> str:
-    from regctl.adapters.manifests import display_path
-
-    uri, _ = resolve_tracking(settings)
-    if uri.startswith("sqlite:///"):
-        return "sqlite:///" + display_path(Path(uri[len("sqlite:///") :]), settings.repo)
-    import urllib.parse
-
-    parsed = urllib.parse.urlsplit(uri)
-    return urllib.parse.urlunsplit(
-        (parsed.scheme, parsed.netloc.rsplit("@", 1)[-1], parsed.path, "", "")
-    )
 
 
 def provenance(settings: Settings) -> tuple[str, str, str]:

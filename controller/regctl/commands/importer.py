@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
+from regctl import escape
 from regctl.adapters.manifests import (
     API_VERSION,
     display_path,
@@ -76,10 +77,9 @@ from regctl.core.plan import SetModelTag
 from regctl.engine.lease import is_lease_model
 from regctl.errors import ExitCode, InputError, Location, PlanError, Problem, RegctlError
 from regctl.ports import RegistryReader, runs_by_name
-from regctl.render import escape
 
 if TYPE_CHECKING:
-    from regctl.commands.app import Settings
+    from regctl.config import Settings
 
 SCHEMA_FILE = "schema/regctl.schema.json"
 """Where the JSON Schema lives in a repository (see `regctl.commands.schema`)."""
@@ -1033,7 +1033,7 @@ def import_command(
     each, after every file is written: regctl owns them from now on, and `regctl diff`
     is empty. Manifests written elsewhere are a draft: nothing is tagged.
     """
-    from regctl.commands.app import open_registry
+    from regctl.config import open_registry
 
     default = settings.repo / "manifests"
     out_dir = (out if out is not None else default).resolve()

@@ -50,12 +50,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
+from regctl import escape
 from regctl.adapters.rundir import relative_inside
-from regctl.commands.app import Settings, find_repo, open_registry, resolve_tracking
+from regctl.config import Settings, find_repo, open_registry, resolve_tracking
 from regctl.core.model import PROVENANCE_PREFIX, ObservedModel, ObservedVersion, RunRef, frozen_map
 from regctl.errors import NotFound, RegctlError
 from regctl.ports import ArtifactInfo, RunData
-from regctl.render import escape
 
 __all__ = [
     "RESOLVED_FILE",

@@ -24,7 +24,7 @@ from regctl.adapters.manifests import API_VERSION, ManifestSpec
 from regctl.policy.evaluation import PolicySpec, WaiverSpec
 
 if TYPE_CHECKING:
-    from regctl.commands.app import Settings
+    from regctl.config import Settings
 
 SCHEMA_ID = "urn:regctl:schema:regctl/v1"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from regctl import escape
 from regctl.adapters.yamlfile import parse_documents
 from regctl.errors import InputError
-from regctl.render import escape
 
 if TYPE_CHECKING:
     # Only for annotations: importing gitinfo at run time is harmless (it imports git

@@ -64,6 +64,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from regctl import escape
 from regctl.adapters.manifests import (
     _Strict,
     alias_problem,
@@ -73,7 +74,6 @@ from regctl.adapters.manifests import (
 )
 from regctl.adapters.yamlfile import Document, Path_, dotted, load_documents
 from regctl.errors import ExitCode, InputError, Location, Problem, type_name
-from regctl.render import escape
 
 __all__ = [
     "FORMAT_VERSION",
@@ -1553,7 +1553,7 @@ def render_report(report: PolicyReport, fmt: str, *, verbose: bool = False) -> s
     Text and markdown list passing results only when `verbose` (markdown folds them into
     a collapsed section); json always holds every result. The output ends with a newline.
     Names, runs, locations, policy and rule names, findings and waiver reasons are
-    hostile: each format escapes them with `regctl.render.escape` (text lines, code spans in
+    hostile: each format escapes them with `regctl.escape` (text lines, code spans in
     table cells, workflow-command escaping, inert JSON).
     """
     if fmt == "text":

@@ -4,7 +4,7 @@ One describe handler per change type; every format is built from those lines, so
 change type needs one function here and one in apply.
 
 Every name, description, tag, run id, path and the target come from the registry, the
-manifests or a run directory: `regctl.render.escape` renders them as data. Text lines go
+manifests or a run directory: `regctl.escape` renders them as data. Text lines go
 through `escape.text` whole (colour is added after it); in markdown each value is an
 inline code span (`escape.md_code`, `escape.md_cell` in tables), and the describe lines
 inside the ```diff fence are `escape.text` lines, so no value can close the fence.
@@ -16,6 +16,7 @@ import json
 from functools import singledispatch
 from typing import Any
 
+from regctl import escape
 from regctl.core.plan import (
     Change,
     CreateModel,
@@ -32,7 +33,6 @@ from regctl.core.plan import (
     symbol,
 )
 from regctl.policy.evaluation import Comparison, Review, render_report
-from regctl.render import escape
 
 _COLORS = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m", "!": "\x1b[36m"}
 _RESET = "\x1b[0m"
