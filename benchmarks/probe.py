@@ -203,7 +203,7 @@ def validate_pair(repo: str, repeat: str) -> dict[str, Any]:
     from ruamel.yaml import YAML
 
     from regctl import config
-    from regctl.commands import app
+    from regctl.commands import validate as validating
 
     settings = config.Settings(Path(repo))
     files = sorted((Path(repo) / "manifests").glob("*.yaml"))
@@ -215,7 +215,7 @@ def validate_pair(repo: str, repeat: str) -> dict[str, Any]:
                 yaml.load(f)
 
     def validate() -> None:
-        app.validate(settings)
+        validating.validate(settings)
 
     times: dict[str, list[float]] = {"regctl": [], "parse": []}
     validate()

@@ -327,7 +327,7 @@ def test_observe_request_count_does_not_grow_per_model(
 ) -> None:
     """300 models x 3 versions are read in a fixed number of requests."""
     from regctl.adapters.manifests import load_manifests
-    from regctl.commands import app
+    from regctl.engine.observe import observe
 
     c = server_backend.client
     exp = f"{uniq}-exp"
@@ -350,7 +350,7 @@ def test_observe_request_count_does_not_grow_per_model(
     registry = config.open_registry(settings)
     desired = load_manifests(server_backend.repo)
     http_log.clear()
-    observed = app.observe(desired, registry, complete=True)
+    observed = observe(desired, registry, complete=True)
     assert len([m for m in observed.models if m.startswith(f"{uniq}-obs-")]) == 300
     # models: 1 page per 1000 (the shared server holds other tests' models too),
     # versions: 1 page, experiments: 1, runs: 1 per experiment
@@ -365,7 +365,7 @@ def test_observe_request_count_does_not_grow_per_model(
     http_log.clear()
     from regctl.adapters.manifests import scope
 
-    app.observe(scope(desired, [f"{uniq}-obs-001", f"{uniq}-obs-002"]), registry, complete=False)
+    observe(scope(desired, [f"{uniq}-obs-001", f"{uniq}-obs-002"]), registry, complete=False)
     assert len(http_log.calls) == 4
 
 

@@ -30,7 +30,10 @@ import pytest
 
 from regctl import config
 from regctl.adapters.mlflow.registry import MlflowRegistry
-from regctl.commands import app
+from regctl.commands import apply as applying
+from regctl.commands import lease as leasing
+from regctl.commands import sync as syncing
+from regctl.commands.planning import load_desired
 from regctl.engine.lease import (
     Holder,
     LeaseHeld,
@@ -421,7 +424,7 @@ def test_lease_models_describe_themselves_and_are_never_user_models(
         f"apiVersion: regctl/v1\nkind: RegisteredModel\nname: {holder.lease.model}\n",
     )
     with pytest.raises(InputError, match="regctl's apply lease"):
-        app.load_desired(config.Settings(repo))
+        load_desired(config.Settings(repo))
 
 
 def test_import_skips_lease_generations(tmp_path: Path) -> None:
@@ -522,13 +525,13 @@ class Blocking:
 def taken(monkeypatch: pytest.MonkeyPatch) -> list[Holder]:
     """The leases app takes, with a short TTL."""
     holders: list[Holder] = []
-    real = app.acquire
+    real = leasing.acquire
 
     def short(*a: Any, **k: Any) -> Holder:
         holders.append(real(*a, **{**k, "ttl": SHORT_TTL}))
         return holders[-1]
 
-    monkeypatch.setattr(app, "acquire", short)
+    monkeypatch.setattr(leasing, "acquire", short)
     return holders
 
 
@@ -578,7 +581,7 @@ def test_the_heartbeat_keeps_the_lease_through_a_sync_longer_than_its_ttl(
     run_dirs(b, uniq, 2)
     store = Blocking(registry, "upload_artifact")
     settings = config.Settings(b.repo, b.uri)
-    thread, out = in_thread(lambda: app.apply(settings, store, concurrency=1))
+    thread, out = in_thread(lambda: applying.apply(settings, store, concurrency=1))
     assert store.reached.wait(timeout=300), out
     holder = taken[0]
     first_expiry = holder.lease.expires_at
@@ -608,7 +611,9 @@ def test_a_lost_lease_stops_apply_before_its_next_write(
         f"experiment: {uniq}-exp\nversions:\n{entries}",
     )
     store = Blocking(registry, "create_version")
-    thread, out = in_thread(lambda: app.apply(config.Settings(b.repo, b.uri), store, concurrency=1))
+    thread, out = in_thread(
+        lambda: applying.apply(config.Settings(b.repo, b.uri), store, concurrency=1)
+    )
     assert store.reached.wait(timeout=300), out
     holder = taken[0]
     break_lease(registry, holder.lease.id)  # `regctl unlock` while the first version is written
@@ -629,7 +634,7 @@ def test_a_lost_lease_stops_sync_before_its_next_upload(
     run_dirs(b, uniq, 2)
     store = Blocking(registry, "upload_artifact")
     settings = config.Settings(b.repo, b.uri)
-    thread, out = in_thread(lambda: app.run_sync(settings, store, concurrency=1))
+    thread, out = in_thread(lambda: syncing.run_sync(settings, store, concurrency=1))
     assert store.reached.wait(timeout=300), out
     holder = taken[0]
     break_lease(registry, holder.lease.id)
@@ -660,7 +665,9 @@ def test_a_lease_lost_while_apply_plans_again_stops_it_before_any_write(
             f"experiment: {uniq}-exp\nversions:\n  - run: r0\n",
         )
     store = Blocking(registry, "search_models", nth=2)  # the observe under the lease
-    thread, out = in_thread(lambda: app.apply(config.Settings(b.repo, b.uri), store, concurrency=1))
+    thread, out = in_thread(
+        lambda: applying.apply(config.Settings(b.repo, b.uri), store, concurrency=1)
+    )
     assert store.reached.wait(timeout=300), out
     break_lease(registry, taken[0].lease.id)
     store.go.set()

@@ -118,9 +118,9 @@ def cli(
 @click.pass_obj
 def validate(opts: Opts, models: tuple[str, ...]) -> int:
     """Offline checks: manifests and the run directories they reference."""
-    from regctl.commands import app
+    from regctl.commands import validate as validating
 
-    report = app.validate(opts.settings, models)
+    report = validating.validate(opts.settings, models)
     for w in report.warnings:
         _err(f"warning: {w}")
     click.echo(
@@ -175,11 +175,11 @@ def sync_cmd(
 ) -> int:
     """Log the run directories that manifests reference as MLflow runs."""
     from regctl import config
-    from regctl.commands import app
+    from regctl.commands import sync as syncing
 
     registry = config.open_registry(opts.settings)
     try:
-        report = app.run_sync(
+        report = syncing.run_sync(
             opts.settings,
             registry,
             models,
@@ -240,12 +240,13 @@ def diff_cmd(
     changes and 0 when the registry matches.
     """
     from regctl import config
-    from regctl.commands import app
+    from regctl.commands import planning
+    from regctl.commands import review as reviewing
     from regctl.render.plan import render
 
     registry = config.open_registry(opts.settings)
     try:
-        planned = app.make_plan(
+        planned = planning.make_plan(
             opts.settings,
             registry,
             models,
@@ -253,7 +254,7 @@ def diff_cmd(
             base=base,
             allow_mass_delete=allow_mass_delete,
         )
-        review = app.review(opts.settings, planned, registry, base=base)
+        review = reviewing.review(opts.settings, planned, registry, base=base)
     finally:
         registry.close()
     click.echo(render(planned.plan, fmt, color=opts.color, review=review), nl=False)
@@ -280,12 +281,12 @@ def diff_cmd(
 def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
     """Policy verdicts for every version the manifests declare (exit 3 on a deny)."""
     from regctl import config
-    from regctl.commands import app
+    from regctl.commands import review as reviewing
     from regctl.policy.evaluation import render_report
 
     registry = config.open_registry(opts.settings)
     try:
-        report = app.check(opts.settings, registry, models)
+        report = reviewing.check(opts.settings, registry, models)
     finally:
         registry.close()
     click.echo(render_report(report, fmt, verbose=opts.verbose > 0), nl=False)
@@ -323,7 +324,7 @@ def apply_cmd(
 ) -> int:
     """Make the registry match the manifests: [PLAN.json] [MODEL...]."""
     from regctl import config
-    from regctl.commands import app
+    from regctl.commands import apply as applying
     from regctl.render.plan import render_text, summary_line
 
     plan_file = None
@@ -350,7 +351,7 @@ def apply_cmd(
     stop = _StopOnSigterm()
     registry = config.open_registry(opts.settings)
     try:
-        outcome = app.apply(
+        outcome = applying.apply(
             opts.settings,
             registry,
             models,
@@ -421,9 +422,9 @@ class _StopOnSigterm:
 @click.pass_obj
 def log_cmd(opts: Opts, model: str, alias: str | None, fmt: str) -> int:
     """Promotion history of MODEL from the git history of its manifest."""
-    from regctl.commands import app
+    from regctl.commands import log as history
 
-    click.echo(app.log(opts.settings, model, alias, fmt), nl=False)
+    click.echo(history.log(opts.settings, model, alias, fmt), nl=False)
     return ExitCode.OK
 
 
@@ -433,11 +434,11 @@ def log_cmd(opts: Opts, model: str, alias: str | None, fmt: str) -> int:
 def unlock_cmd(opts: Opts, lease_id: str) -> int:
     """Break a stale apply lease, by its id only."""
     from regctl import config
-    from regctl.commands import app
+    from regctl.commands import lease as leasing
 
     registry = config.open_registry(opts.settings)
     try:
-        lease = app.unlock(registry, lease_id)
+        lease = leasing.unlock(registry, lease_id)
     finally:
         registry.close()
     click.echo(escape.text(f"Broke lease {lease.id} held by {lease.holder}."))

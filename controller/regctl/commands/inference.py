@@ -7,7 +7,7 @@ file's path inside the artifacts, and the provenance tags apply recorded.
 `regctl resolve` is `resolve_command` below.
 
 This module never imports mlflow itself: the registry is reached through
-`regctl.app.open_registry` (the MLflow adapter) when `resolve` is called, so
+`regctl.config.open_registry` (the MLflow adapter) when `resolve` is called, so
 `import regctl` stays cheap.
 
 Decisions, each repeated where it is made:

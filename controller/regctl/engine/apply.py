@@ -69,7 +69,7 @@ def _handle(change: Change, ctx: ApplyContext) -> None:
 
 @_handle.register
 def _(change: SyncRun, ctx: ApplyContext) -> None:
-    # Sync runs before apply (app.apply); here it only has to have happened.
+    # Sync runs before apply (commands.apply); here it only has to have happened.
     if (change.experiment, change.run_name) not in ctx.run_ids:
         raise ApplyError(f"run {change.run_name!r} was not synced", done=0, total=0)
 
