@@ -119,6 +119,13 @@ def test_apply_then_diff_is_empty_and_second_apply_writes_nothing(
     assert code == 0, err
     assert writes.calls == writes.lease == []  # nothing to do: not even the lease
     assert http_log.writes() == []
+    # nor without --auto-approve: an empty plan asks nothing
+    http_log.clear()
+    code, out, err = run_cli(*cli_args(backend, "apply"))
+    assert code == 0, err
+    assert "No changes." in out
+    assert writes.calls == writes.lease == []
+    assert http_log.writes() == []
 
     c = backend.client
     for m in range(5):
@@ -371,7 +378,7 @@ def test_observe_request_count_does_not_grow_per_model(
 
 def test_importing_the_cli_does_not_import_mlflow() -> None:
     code = (
-        "import sys; import regctl.cli, regctl.commands.app, regctl; "
+        "import sys; import regctl.cli, regctl.commands.apply, regctl.commands.review, regctl; "
         "bad = [m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -390,7 +397,7 @@ import sys
 from regctl.cli import main
 code = main(sys.argv[1:])
 loaded = sorted(m for m in sys.modules if m == "mlflow" or m.startswith("mlflow."))
-print("MLFLOW", len(loaded), "APP", "regctl.commands.app" in sys.modules)
+print("MLFLOW", len(loaded), "APP", any(m.startswith("regctl.commands.") for m in sys.modules))
 sys.exit(code)
 """
 

@@ -138,14 +138,17 @@ def test_provenance_is_recorded_on_model_and_versions(
     for v in ("1", "2"):
         mv = rest(f"model-versions/get?name={uniq}-m&version={v}")["model_version"]
         assert f"commit {sha} by octocat" in tags(mv)[PROVENANCE_TAG]
-    # a promotion records the new commit on the promoted version
+    # a promotion is recorded on the model, with the alias it moved (one request per
+    # changed model); the versions keep the record of the apply that created them
     manifest(b, uniq, "m", "  - run: a\n  - run: b\n    aliases: [Production]\n")
     sha2 = commit(r, "Promote b")
     assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
-    mv = rest(f"model-versions/get?name={uniq}-m&version=2")["model_version"]
-    assert f"commit {sha2} by octocat" in tags(mv)[PROVENANCE_TAG]
-    mv1 = rest(f"model-versions/get?name={uniq}-m&version=1")["model_version"]
-    assert sha in tags(mv1)[PROVENANCE_TAG]  # untouched by the promotion
+    model = rest(f"registered-models/get?name={uniq}-m")["registered_model"]
+    assert tags(model)[PROVENANCE_TAG].startswith(f"commit {sha2} by octocat at 20")
+    assert tags(model)[PROVENANCE_TAG].endswith("; aliases: Production -> v2")
+    for v in ("1", "2"):
+        mv = rest(f"model-versions/get?name={uniq}-m&version={v}")["model_version"]
+        assert f"commit {sha} by octocat" in tags(mv)[PROVENANCE_TAG]
     # a description edit is recorded on the model; the version keeps its promotion record
     manifest(
         b,
@@ -156,10 +159,11 @@ def test_provenance_is_recorded_on_model_and_versions(
     sha3 = commit(r, "Describe b")
     assert run_cli(*args(b, "apply", "--auto-approve"))[0] == 0
     model = rest(f"registered-models/get?name={uniq}-m")["registered_model"]
-    assert f"commit {sha3} by octocat" in tags(model)[PROVENANCE_TAG]
+    assert tags(model)[PROVENANCE_TAG].startswith(f"commit {sha3} by octocat")
+    assert "aliases" not in tags(model)[PROVENANCE_TAG]  # this apply moved none
     mv = rest(f"model-versions/get?name={uniq}-m&version=2")["model_version"]
     assert mv["description"] == "reviewed"
-    assert f"commit {sha2} by octocat" in tags(mv)[PROVENANCE_TAG]
+    assert f"commit {sha} by octocat" in tags(mv)[PROVENANCE_TAG]
     # runs carry no regctl tags: run tags belong to people
     run_id = mv["run_id"]
     run = rest(f"runs/get?run_id={run_id}")["run"]

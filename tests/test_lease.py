@@ -581,7 +581,9 @@ def test_the_heartbeat_keeps_the_lease_through_a_sync_longer_than_its_ttl(
     run_dirs(b, uniq, 2)
     store = Blocking(registry, "upload_artifact")
     settings = config.Settings(b.repo, b.uri)
-    thread, out = in_thread(lambda: applying.apply(settings, store, concurrency=1))
+    thread, out = in_thread(
+        lambda: applying.apply(settings, store, applying.ApplyOptions(concurrency=1))
+    )
     assert store.reached.wait(timeout=300), out
     holder = taken[0]
     first_expiry = holder.lease.expires_at
@@ -612,7 +614,9 @@ def test_a_lost_lease_stops_apply_before_its_next_write(
     )
     store = Blocking(registry, "create_version")
     thread, out = in_thread(
-        lambda: applying.apply(config.Settings(b.repo, b.uri), store, concurrency=1)
+        lambda: applying.apply(
+            config.Settings(b.repo, b.uri), store, applying.ApplyOptions(concurrency=1)
+        )
     )
     assert store.reached.wait(timeout=300), out
     holder = taken[0]
@@ -666,7 +670,9 @@ def test_a_lease_lost_while_apply_plans_again_stops_it_before_any_write(
         )
     store = Blocking(registry, "search_models", nth=2)  # the observe under the lease
     thread, out = in_thread(
-        lambda: applying.apply(config.Settings(b.repo, b.uri), store, concurrency=1)
+        lambda: applying.apply(
+            config.Settings(b.repo, b.uri), store, applying.ApplyOptions(concurrency=1)
+        )
     )
     assert store.reached.wait(timeout=300), out
     break_lease(registry, taken[0].lease.id)

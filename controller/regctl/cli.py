@@ -20,6 +20,7 @@ from regctl.errors import ExitCode, InputError, PlanError, RegctlError
 
 if TYPE_CHECKING:
     from regctl import config
+    from regctl.commands.apply import ApplyOutcome
     from regctl.core.plan import Change, Plan
     from regctl.engine.sync import Progress
     from regctl.policy.evaluation import Review
@@ -325,51 +326,35 @@ def apply_cmd(
     """Make the registry match the manifests: [PLAN.json] [MODEL...]."""
     from regctl import config
     from regctl.commands import apply as applying
-    from regctl.render.plan import render_text, summary_line
 
     plan_file = None
     models = list(args)
     if models and models[0].endswith(".json"):
         plan_file = Path(models.pop(0))
-
-    def show(plan: Plan, review: Review) -> None:
-        click.echo(render_text(plan, color=opts.color, review=review), nl=False)
-
-    def confirm(plan: Plan) -> bool:
-        if auto_approve:
-            return True
-        if not _is_tty(sys.stdin):
-            raise RegctlError(
-                "apply needs confirmation: run it on a terminal or pass --auto-approve"
-            )
-        return click.confirm("Apply these changes?", default=False)
-
-    def progress(done: int, total: int, change: Change) -> None:
-        if opts.verbose:
-            _err(f"  [{done}/{total}] {change.verb} {change.model}")
-
-    stop = _StopOnSigterm()
+    options = applying.ApplyOptions(
+        models=models,
+        plan_file=plan_file,
+        prune=prune,
+        no_sync=no_sync,
+        lock_timeout=lock_timeout,
+        auto_approve=auto_approve,
+        concurrency=concurrency,
+        allow_mass_delete=allow_mass_delete,
+    )
+    console = _ClickConsole(opts)
     registry = config.open_registry(opts.settings)
     try:
-        outcome = applying.apply(
-            opts.settings,
-            registry,
-            models,
-            plan_file=plan_file,
-            prune=prune,
-            no_sync=no_sync,
-            lock_timeout=lock_timeout,
-            show=show,
-            confirm=confirm,
-            progress=progress,
-            sync_progress=_progress_printer(_is_tty(sys.stderr)),
-            should_stop=stop.is_set,
-            concurrency=concurrency,
-            allow_mass_delete=allow_mass_delete,
-        )
+        outcome = applying.apply(opts.settings, registry, options, console)
     finally:
-        stop.restore()
+        console.restore()
         registry.close()
+    return _applied(opts, outcome)
+
+
+def _applied(opts: Opts, outcome: ApplyOutcome) -> int:
+    """Print what apply did; the exit code."""
+    from regctl.render.plan import render_text, summary_line
+
     if outcome.report is None:
         click.echo(render_text(outcome.plan, color=opts.color), nl=False)
         return ExitCode.OK
@@ -388,6 +373,43 @@ def apply_cmd(
         return ExitCode.ERROR
     click.echo("Verified: the registry matches the manifests.")
     return ExitCode.OK
+
+
+class _ClickConsole:
+    """The console port on a terminal: the plan, the confirmation prompt, progress on
+    stderr; SIGTERM asks apply to stop after the writes in flight (then the lease is
+    released)."""
+
+    def __init__(self, opts: Opts) -> None:
+        self.opts = opts
+        self._printer = _progress_printer(_is_tty(sys.stderr))
+        self._stop = _StopOnSigterm()
+
+    def show(self, plan: Plan, review: Review) -> None:
+        from regctl.render.plan import render_text
+
+        click.echo(render_text(plan, color=self.opts.color, review=review), nl=False)
+
+    def confirm(self, plan: Plan) -> bool:
+        if not _is_tty(sys.stdin):
+            raise RegctlError(
+                "apply needs confirmation: run it on a terminal or pass --auto-approve"
+            )
+        return click.confirm("Apply these changes?", default=False)
+
+    def progress(self, done: int, total: int, change: Change) -> None:
+        if self.opts.verbose:
+            _err(f"  [{done}/{total}] {change.verb} {change.model}")
+
+    def sync_progress(self, files: int, files_total: int, size: int, size_total: int) -> None:
+        if self._printer is not None:
+            self._printer(files, files_total, size, size_total)
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def restore(self) -> None:
+        self._stop.restore()
 
 
 class _StopOnSigterm:

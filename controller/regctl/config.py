@@ -61,7 +61,7 @@ def resolve_tracking(settings: Settings) -> tuple[str, str | None]:
 
 
 DEFAULT_CONCURRENCY = 8
-"""Writes in flight at once against a server (one per lane: see apply.lane)."""
+"""Writes in flight at once against a server (one per lane: see Change.lane)."""
 
 
 def default_concurrency(settings: Settings) -> int:

@@ -4,14 +4,16 @@ apply and verify.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from regctl.adapters.planfile import load_plan_file
+from regctl.commands.console import Console, Silent
 from regctl.commands.lease import provenance, take_lease
-from regctl.commands.planning import Inputs, load_inputs, make_plan
+from regctl.commands.planning import Inputs, Planned, load_inputs, make_plan
 from regctl.commands.review import review
 from regctl.commands.sync import lease_sync
 from regctl.config import (
@@ -19,13 +21,14 @@ from regctl.config import (
     default_concurrency,
     registry_target,
 )
+from regctl.core.model import DesiredState
 from regctl.core.plan import (
-    Change,
+    DeleteModel,
     Plan,
     first_difference,
 )
 from regctl.engine.apply import ApplyContext, ApplyReport, apply_plan
-from regctl.engine.lease import LeaseLost
+from regctl.engine.lease import Holder, LeaseLost
 from regctl.engine.sync import SyncReport
 from regctl.errors import (
     Aborted,
@@ -39,7 +42,21 @@ from regctl.policy.evaluation import (
 from regctl.ports import Registry
 
 if TYPE_CHECKING:
-    from regctl.engine.sync import Progress
+    pass
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """What `regctl apply` was asked to do (its flags)."""
+
+    models: Sequence[str] = ()
+    plan_file: Path | None = None
+    prune: bool = False
+    no_sync: bool = False
+    lock_timeout: float = 0.0
+    auto_approve: bool = False
+    concurrency: int | None = None
+    allow_mass_delete: bool = False
 
 
 @dataclass
@@ -56,105 +73,147 @@ class ApplyOutcome:
 def apply(
     settings: Settings,
     registry: Registry,
-    models: Sequence[str] = (),
-    *,
-    plan_file: Path | None = None,
-    prune: bool = False,
-    no_sync: bool = False,
-    lock_timeout: float = 0.0,
-    show: Callable[[Plan, Review], object] | None = None,
-    confirm: Callable[[Plan], bool] | None = None,
-    progress: Callable[[int, int, Change], object] | None = None,
-    sync_progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    concurrency: int | None = None,
-    allow_mass_delete: bool = False,
+    options: ApplyOptions = ApplyOptions(),
+    console: Console | None = None,
 ) -> ApplyOutcome:
-    """Plan (or load a saved plan), judge, confirm; then under the lease sync, apply, verify.
+    """Plan (or check a saved plan), judge, confirm; then under the lease sync, apply, verify.
 
-    Everything up to the confirmation only reads: nothing is written (no lease, no sync)
-    when the plan is empty, a manifest is invalid, a policy denies a version the plan
-    touches, the user declines, or a saved plan no longer matches the registry. Under the
-    lease the plan is made again and must equal the one shown.
+    Interactively, everything up to the confirmation only reads: nothing is written (no
+    lease, no sync) when the plan is empty, a manifest is invalid, a policy denies a version
+    the plan touches, the user declines, or a saved plan no longer matches the registry;
+    under the lease the plan is made again and must equal the one confirmed. A saved plan
+    is checked the same way, so it too is refused before any write (SPEC section 6).
+    With `auto_approve` and no saved plan there is nobody to wait for, so the lease is
+    taken first and the plan is made once, under it (as `terraform apply -auto-approve`
+    locks before it plans): no other writer can change the registry between the plan and
+    its writes, and the only write of an apply with nothing to do, or a denied one, is
+    taking and releasing the lease. Verify reads back only the models the plan touched.
     """
+    console = console or Silent()
+    models: Sequence[str] = options.models
     saved = None
-    if plan_file is not None:
-        saved = load_plan_file(plan_file)
-        models = _saved_scope(saved, plan_file, settings, models, prune)
+    if options.plan_file is not None:
+        saved = load_plan_file(options.plan_file)
+        models = _saved_scope(saved, options.plan_file, settings, models, options.prune)
     inputs = load_inputs(settings, models)
-    if saved is not None and plan_file is not None:
-        _same_inputs(saved, plan_file, inputs)
-    planned = make_plan(
-        settings,
-        registry,
-        prune=prune,
-        allow_mass_delete=allow_mass_delete,
-        inputs=inputs,
-    )
-    # A saved plan is never executed: it is the plan made now, from the checked-out
-    # manifests and policies and the live registry, that is judged and applied, and only
-    # when its changes are exactly the saved ones (SPEC section 6).
-    plan = planned.plan
-    if saved is not None and plan_file is not None:
-        _same_changes(saved, plan_file, plan)
-    if plan.empty:
-        return ApplyOutcome(plan, None, None, None, None)
-    verdict = review(settings, planned, registry)
-    if show is not None:
-        show(plan, verdict)
-    if verdict.report.denied:
-        denied = "; ".join(r.message for r in verdict.report.denied)
-        raise PolicyDenied(f"policy denied, nothing was written: {denied}")
-    if confirm is not None and not confirm(plan):
-        raise Aborted("apply cancelled; nothing was written")
-    lease = take_lease(settings, registry, lock_timeout)
-    try:
-        again = make_plan(
-            settings, registry, prune=prune, allow_mass_delete=allow_mass_delete, inputs=inputs
+    if saved is not None and options.plan_file is not None:
+        _same_inputs(saved, options.plan_file, inputs)
+
+    def judged() -> tuple[Planned, Review | None]:
+        planned = make_plan(
+            settings,
+            registry,
+            prune=options.prune,
+            allow_mass_delete=options.allow_mass_delete,
+            inputs=inputs,
         )
-        if again.plan.empty:  # another writer did it meanwhile: nothing left to do
-            return ApplyOutcome(again.plan, verdict, None, None, None)
-        if again.plan.changes != planned.plan.changes:
+        # A saved plan is never executed: it is the plan made now, from the checked-out
+        # manifests and policies and the live registry, that is judged and applied, and
+        # only when its changes are exactly the saved ones (SPEC section 6).
+        if saved is not None and options.plan_file is not None:
+            _same_changes(saved, options.plan_file, planned.plan)
+        if planned.plan.empty:
+            return planned, None
+        verdict = review(settings, planned, registry)
+        console.show(planned.plan, verdict)
+        if verdict.report.denied:
+            denied = "; ".join(r.message for r in verdict.report.denied)
+            raise PolicyDenied(f"policy denied, nothing was written: {denied}")
+        return planned, verdict
+
+    shown, verdict = judged()
+    if verdict is None:
+        return ApplyOutcome(shown.plan, None, None, None, None)
+    if not options.auto_approve and not console.confirm(shown.plan):
+        raise Aborted("apply cancelled; nothing was written")
+    lease = take_lease(settings, registry, options.lock_timeout)
+    try:
+        planned = make_plan(
+            settings,
+            registry,
+            prune=options.prune,
+            allow_mass_delete=options.allow_mass_delete,
+            inputs=inputs,
+        )
+        if planned.plan.empty:  # another writer did it meanwhile: nothing left to do
+            return ApplyOutcome(planned.plan, verdict, None, None, None)
+        if planned.plan.changes != shown.plan.changes:
             raise RegctlError(
-                "the registry changed after the plan was shown (another writer?); nothing "
-                "was written. Run apply again to see the new plan"
+                "the registry changed after the plan was shown (another writer?); "
+                "nothing was written. Run apply again to see the new plan"
             )
-        sync_report = None
-        run_ids: dict[tuple[str, str], str] = {}
-        workers = concurrency if concurrency is not None else default_concurrency(settings)
-        if again.items and not no_sync:
-            sync_report = lease_sync(
-                lease,
-                again.items,
-                registry,
-                sync_progress,
-                workers,
-                ledger=again.observed.ledger,
-                known=inputs.proven,
-            )
-            run_ids.update(sync_report.run_ids)
-        tag, _, _ = provenance(settings)
-        ctx = ApplyContext(writer=registry, reader=registry, run_ids=run_ids, provenance=tag)
-
-        def stop() -> bool:
-            return lease.should_stop() or (should_stop is not None and should_stop())
-
-        lease.check()
-        try:
-            report = apply_plan(plan, ctx, progress=progress, should_stop=stop, concurrency=workers)
-        except ApplyError as err:
-            if lease.holding():
-                raise
-            raise LeaseLost(
-                f"{lease.lost_message()}; applied {err.done} of {err.total} changes, "
-                "run apply again"
-            ) from None
+        report, sync_report = _write(settings, registry, lease, planned, inputs, options, console)
     finally:
         lease.release()
-    after = make_plan(
-        settings, registry, prune=prune, allow_mass_delete=allow_mass_delete, inputs=inputs
+    after = _verify(settings, registry, planned, inputs, options)
+    return ApplyOutcome(planned.plan, verdict, report, sync_report, after)
+
+
+def _write(
+    settings: Settings,
+    registry: Registry,
+    lease: Holder,
+    planned: Planned,
+    inputs: Inputs,
+    options: ApplyOptions,
+    console: Console,
+) -> tuple[ApplyReport, SyncReport | None]:
+    """Under the lease: sync the run directories, then apply every change."""
+    sync_report = None
+    run_ids: dict[tuple[str, str], str] = {}
+    workers = options.concurrency or default_concurrency(settings)
+    if planned.items and not options.no_sync:
+        sync_report = lease_sync(
+            lease,
+            planned.items,
+            registry,
+            console.sync_progress,
+            workers,
+            ledger=planned.observed.ledger,
+            known=inputs.proven,
+        )
+        run_ids.update(sync_report.run_ids)
+    tag, _, _ = provenance(settings)
+    ctx = ApplyContext(
+        writer=registry, reader=registry, run_ids=run_ids, provenance=tag, holding=lease.holding
+    )
+
+    def stop() -> bool:
+        return lease.should_stop() or console.should_stop()
+
+    lease.check()
+    try:
+        report = apply_plan(
+            planned.plan, ctx, progress=console.progress, should_stop=stop, concurrency=workers
+        )
+    except ApplyError as err:
+        if lease.holding():
+            raise
+        raise LeaseLost(
+            f"{lease.lost_message()}; applied {err.done} of {err.total} changes, run apply again"
+        ) from None
+    return report, sync_report
+
+
+def _verify(
+    settings: Settings, registry: Registry, planned: Planned, inputs: Inputs, options: ApplyOptions
+) -> Plan:
+    """The plan left after apply, read back for the models the plan touched only (all of
+    them when it deleted a model: a scoped plan does not plan deletions)."""
+    touched = {c.model for c in planned.plan.changes}
+    verify = inputs
+    if not any(isinstance(c, DeleteModel) for c in planned.plan.changes):
+        desired = DesiredState(tuple(m for m in inputs.desired.models if m.name in touched))
+        runs = {(m.experiment, v.run_dir) for m in desired.models for v in m.versions if v.run_dir}
+        items = [i for i in inputs.items if (i.experiment, i.display) in runs]
+        verify = dataclasses.replace(inputs, desired=desired, complete=False, items=items)
+    return make_plan(
+        settings,
+        registry,
+        prune=options.prune,
+        allow_mass_delete=options.allow_mass_delete,
+        inputs=verify,
     ).plan
-    return ApplyOutcome(plan, verdict, report, sync_report, after)
 
 
 def _saved_scope(

@@ -28,10 +28,8 @@ from regctl.core.model import (
 )
 from regctl.core.plan import (
     Binding,
-    CreateVersion,
     Plan,
     SetAlias,
-    SetVersionDescription,
 )
 from regctl.engine.proof import ProofReader
 from regctl.errors import (
@@ -53,15 +51,7 @@ if TYPE_CHECKING:
 
 def _touched(plan: Plan) -> set[tuple[str, int]]:
     """(model, version number) of the versions a plan creates, promotes or re-describes."""
-    out: set[tuple[str, int]] = set()
-    for c in plan.changes:
-        if isinstance(c, CreateVersion):
-            out.add((c.model, c.expected_version))
-        elif isinstance(c, SetAlias):
-            out.add((c.model, c.new))
-        elif isinstance(c, SetVersionDescription):
-            out.add((c.model, c.version))
-    return out
+    return {(c.model, n) for c in plan.changes if (n := c.touched_version()) is not None}
 
 
 def subjects(planned: Planned, reader: RegistryReader, *, only_touched: bool) -> list[Subject]:

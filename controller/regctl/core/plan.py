@@ -22,13 +22,32 @@ PLAN_FORMAT_VERSION = 2
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """Base of every change. `model` is the registered model it belongs to."""
+    """Base of every change. `model` is the registered model it belongs to.
+
+    Each type declares here, once, what every interpreter needs to know about it: its
+    `verb` (JSON), `symbol` (text plan), `phase` (apply order), `lane()` (what may run
+    concurrently) and `touched_version()` (what the policies judge). Render, apply and
+    policy dispatch on the type for the rest, so a new type is one class here plus one
+    handler per interpreter.
+    """
 
     verb: ClassVar[str] = ""
     symbol: ClassVar[str] = "~"
     phase: ClassVar[int] = 0
-    writes: ClassVar[int] = 1
     model: str
+
+    def sign(self) -> str:
+        """`+`, `~` or `-`, as the text plan shows this change."""
+        return self.symbol
+
+    def lane(self) -> tuple[Any, ...]:
+        """Changes in one lane run in plan order; lanes of one phase run concurrently.
+        By default a change has a lane of its own kind within its model."""
+        return (self.model, self.verb)
+
+    def touched_version(self) -> int | None:
+        """The version this change creates, promotes or re-describes: policies judge it."""
+        return None
 
     def to_json(self) -> dict[str, Any]:
         data = {"action": self.verb}
@@ -58,6 +77,9 @@ class SyncRun(Change):
     bytes: int = 0
     digest: str = ""
 
+    def lane(self) -> tuple[Any, ...]:
+        return (self.experiment, "run", self.run_name)
+
 
 @dataclass(frozen=True, slots=True)
 class CreateModel(Change):
@@ -68,6 +90,9 @@ class CreateModel(Change):
     phase: ClassVar[int] = 1
     description: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    def lane(self) -> tuple[Any, ...]:
+        return (self.model,)  # before anything else of its model
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +110,9 @@ class SetModelTag(Change):
     key: str = ""
     old: str | None = None
     new: str = ""
+
+    def lane(self) -> tuple[Any, ...]:
+        return (self.model, "tag", self.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +139,12 @@ class CreateVersion(Change):
     def source(self, run_id: str) -> str:
         return f"runs:/{run_id}/{self.artifact_path}" if self.artifact_path else f"runs:/{run_id}"
 
+    def lane(self) -> tuple[Any, ...]:
+        return (self.model,)  # versions of one model are numbered in manifest order
+
+    def touched_version(self) -> int | None:
+        return self.expected_version
+
 
 @dataclass(frozen=True, slots=True)
 class SetVersionDescription(Change):
@@ -119,6 +153,12 @@ class SetVersionDescription(Change):
     version: int = 0
     old: str = ""
     new: str = ""
+
+    def lane(self) -> tuple[Any, ...]:
+        return (self.model, "version", self.version)
+
+    def touched_version(self) -> int | None:
+        return self.version
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +174,14 @@ class SetAlias(Change):
     entry: int | None = None
     run_name: str = ""
 
-    @property
-    def symbol_for(self) -> str:
+    def sign(self) -> str:
         return "+" if self.old is None else "~"
+
+    def lane(self) -> tuple[Any, ...]:
+        return (self.model, "alias", self.alias)
+
+    def touched_version(self) -> int | None:
+        return self.new
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +192,9 @@ class DeleteAlias(Change):
     alias: str = ""
     old: int = 0
 
+    def lane(self) -> tuple[Any, ...]:
+        return (self.model, "alias", self.alias)
+
 
 @dataclass(frozen=True, slots=True)
 class DeleteVersion(Change):
@@ -156,12 +204,18 @@ class DeleteVersion(Change):
     version: int = 0
     run_id: str = ""
 
+    def lane(self) -> tuple[Any, ...]:
+        return (self.model, "version", self.version)
+
 
 @dataclass(frozen=True, slots=True)
 class DeleteModel(Change):
     verb: ClassVar[str] = "delete_model"
     symbol: ClassVar[str] = "-"
     phase: ClassVar[int] = 7
+
+    def lane(self) -> tuple[Any, ...]:
+        return (self.model,)
 
 
 CHANGE_TYPES: dict[str, type[Change]] = {
@@ -232,8 +286,8 @@ class Plan:
         return not self.changes
 
     def counts(self) -> dict[str, int]:
-        add = sum(1 for c in self.changes if _symbol(c) == "+")
-        destroy = sum(1 for c in self.changes if _symbol(c) == "-")
+        add = sum(1 for c in self.changes if c.sign() == "+")
+        destroy = sum(1 for c in self.changes if c.sign() == "-")
         return {"add": add, "change": len(self.changes) - add - destroy, "destroy": destroy}
 
     def for_model(self, name: str) -> tuple[Change, ...]:
@@ -255,17 +309,6 @@ class Plan:
             "notes": [asdict(n) for n in self.notes],
             "bindings": [asdict(b) for b in self.bindings],
         }
-
-
-def _symbol(change: Change) -> str:
-    if isinstance(change, SetAlias):
-        return change.symbol_for
-    return change.symbol
-
-
-def symbol(change: Change) -> str:
-    """`+`, `~` or `-` for a change, as the text plan shows it."""
-    return _symbol(change)
 
 
 def order(changes: list[Change]) -> tuple[Change, ...]:

@@ -45,8 +45,11 @@ class ApplyContext:
     created: dict[tuple[str, int], int] = field(default_factory=dict)
     provenance: str = ""
     sleep: Callable[[float], None] = time.sleep
-    attributed: set[tuple[str, int]] = field(default_factory=set)
+    done: list[Change] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    holding: Callable[[], bool] = lambda: True
+    """Whether this apply may still write (the lease is held): provenance is recorded for
+    what was written also after a failure or a stop, but never once the lease is lost."""
 
     @property
     def provenance_tags(self) -> dict[str, str]:
@@ -79,7 +82,6 @@ def _(change: CreateModel, ctx: ApplyContext) -> None:
     tags = {**change.tags, **ctx.provenance_tags}
     try:
         ctx.writer.create_model(change.model, change.description, tags)
-        ctx.attributed.add((change.model, 0))
     except AlreadyExists:
         # Created by an earlier, interrupted apply (or a lost response): make it match.
         if change.description is not None:
@@ -123,11 +125,7 @@ def _create_or_adopt(change: CreateVersion, ctx: ApplyContext, run_id: str) -> i
                 **ctx.provenance_tags,
                 ENTRY_TAG: entry_identity(change.experiment, change.run_name, run_id),
             }
-            number = ctx.writer.create_version(
-                change.model, source, run_id, change.description, tags
-            )
-            ctx.attributed.add((change.model, number))
-            return number
+            return ctx.writer.create_version(change.model, source, run_id, change.description, tags)
         except RegistryError as err:
             # The create may have committed although we saw an error (lost response).
             # Look before anything else, so one entry never gets two versions.
@@ -194,59 +192,70 @@ def _(change: DeleteModel, ctx: ApplyContext) -> None:
     ctx.writer.delete_model(change.model)
 
 
-def _touches(change: Change, ctx: ApplyContext) -> list[tuple[str, int]]:
-    """What a change makes attributable: (model, 0) for the model, (model, n) for a version.
+MAX_PROVENANCE_CHARS = 4000
+"""A model's `regctl.applied` value stays well under MLflow's tag value limit."""
 
-    Every change is attributed to its model. A version is attributed only when the apply
-    created it or pointed an alias at it, so its tag keeps answering "which commit made
-    or promoted this version": a later description edit is recorded on the model and does
-    not overwrite it (and costs one request less per edited version).
-    """
-    if isinstance(change, DeleteModel | SyncRun):
-        return []
-    out = [(change.model, 0)]
-    if isinstance(change, CreateVersion):
-        number = ctx.created.get((change.model, change.entry))
-        if number is not None:
-            out.append((change.model, number))
-    elif isinstance(change, SetAlias):
-        number = change.new
-        if change.entry is not None:
-            number = ctx.created.get((change.model, change.entry), change.new)
-        out.append((change.model, number))
+
+def _recorded_at_creation(change: Change) -> bool:
+    """Changes whose record is already in a create request: a created model and its
+    versions carry `regctl.applied` from the start (an alias on a created version too)."""
+    return isinstance(change, CreateModel | CreateVersion) or (
+        isinstance(change, SetAlias) and change.entry is not None
+    )
+
+
+def _alias_moves(changes: list[Change], ctx: ApplyContext) -> list[str]:
+    moves = []
+    for c in changes:
+        if isinstance(c, SetAlias):
+            number = ctx.created.get((c.model, c.entry), c.new) if c.entry is not None else c.new
+            moves.append(f"{c.alias} -> v{number}")
+        elif isinstance(c, DeleteAlias):
+            moves.append(f"{c.alias} removed")
+    return sorted(moves)
+
+
+def provenance_records(ctx: ApplyContext) -> dict[str, str]:
+    """Model -> the `regctl.applied` value this apply records: one tag per changed model,
+    naming the commit and every alias it moved ("Production -> v3"), written after the
+    model's changes. A model this apply created, with only versions and aliases created
+    with it, is recorded by its create requests already; a deleted model has no record."""
+    if not ctx.provenance:
+        return {}
+    by_model: dict[str, list[Change]] = {}
+    for change in ctx.done:
+        by_model.setdefault(change.model, []).append(change)
+    out = {}
+    for model, changes in sorted(by_model.items()):
+        if any(isinstance(c, DeleteModel) for c in changes):
+            continue
+        created = any(isinstance(c, CreateModel) for c in changes)
+        if created and all(_recorded_at_creation(c) for c in changes):
+            continue
+        value = ctx.provenance
+        moves = _alias_moves(changes, ctx)
+        if moves:
+            value += "; aliases: " + ", ".join(moves)
+        if len(value) > MAX_PROVENANCE_CHARS:
+            value = value[: MAX_PROVENANCE_CHARS - 1] + "\u2026"
+        out[model] = value
     return out
 
 
-def _attribute(change: Change, ctx: ApplyContext) -> None:
-    """Record commit, actor and time on what the change touched, once per object per apply."""
-    if not ctx.provenance:
-        return
-    for model, number in _touches(change, ctx):
-        with ctx.lock:
-            if (model, number) in ctx.attributed:
-                continue
-            ctx.attributed.add((model, number))
-        if number == 0:
-            ctx.writer.set_model_tag(model, PROVENANCE_TAG, ctx.provenance)
-        else:
-            ctx.writer.set_version_tag(model, number, PROVENANCE_TAG, ctx.provenance)
-
-
-def lane(change: Change) -> tuple[Any, ...]:
-    """Changes in one lane must run in plan order; different lanes may run concurrently.
-
-    Versions of one model share a lane (numbers are assigned in manifest order); every
-    other change touches one object (an alias, a tag, a description) and has its own.
-    """
-    if isinstance(change, CreateVersion | CreateModel | DeleteModel):
-        return (change.model,)
-    if isinstance(change, SetAlias | DeleteAlias):
-        return (change.model, "alias", change.alias)
-    if isinstance(change, SetModelTag):
-        return (change.model, "tag", change.key)
-    if isinstance(change, SetVersionDescription | DeleteVersion):
-        return (change.model, "version", change.version)
-    return (change.model, change.verb)
+def _record_provenance(ctx: ApplyContext, pool: ThreadPoolExecutor) -> str | None:
+    """Write every changed model's record (concurrently); the first error, if any."""
+    records = provenance_records(ctx)
+    futures = [
+        pool.submit(ctx.writer.set_model_tag, model, PROVENANCE_TAG, value)
+        for model, value in records.items()
+    ]
+    error = None
+    for future in futures:
+        try:
+            future.result()
+        except RegistryError as err:
+            error = error or f"recording provenance: {err}"
+    return error
 
 
 def apply_plan(
@@ -267,7 +276,7 @@ def apply_plan(
     state = _Progress(total, progress)
     phases: dict[int, dict[tuple[Any, ...], list[Change]]] = {}
     for change in changes:
-        phases.setdefault(change.phase, {}).setdefault(lane(change), []).append(change)
+        phases.setdefault(change.phase, {}).setdefault(change.lane(), []).append(change)
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for phase in sorted(phases):
             lanes = list(phases[phase].values())
@@ -275,11 +284,17 @@ def apply_plan(
             for future in futures:
                 future.result()
             if state.error is not None:
-                raise ApplyError(
-                    f"{state.error}; applied {state.done} of {total} changes",
-                    done=state.done,
-                    total=total,
-                ) from None
+                break
+        if ctx.holding():
+            recorded = _record_provenance(ctx, pool)
+            if state.error is None and recorded is not None:
+                state.fail(recorded)
+    if state.error is not None:
+        raise ApplyError(
+            f"{state.error}; applied {state.done} of {total} changes",
+            done=state.done,
+            total=total,
+        ) from None
     return ApplyReport(done=total, total=total, created=dict(ctx.created))
 
 
@@ -320,8 +335,9 @@ def _run_lane(
             return
         try:
             _handle(change, ctx)
-            _attribute(change, ctx)
         except (ApplyError, RegistryError) as err:
             state.fail(str(err))
             return
+        with ctx.lock:
+            ctx.done.append(change)
         state.finished(change)

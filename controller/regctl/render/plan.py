@@ -30,7 +30,6 @@ from regctl.core.plan import (
     SetModelTag,
     SetVersionDescription,
     SyncRun,
-    symbol,
 )
 from regctl.policy.evaluation import Comparison, Review, render_report
 
@@ -179,7 +178,7 @@ def render_text(plan: Plan, *, color: bool = False, review: Review | None = None
         out.append("")
         out.append(esc(f"  # {name}") if name else "  # runs to log (sync)")
         for c in changes:
-            sym = symbol(c)
+            sym = c.sign()
             head, lines = describe(c)
             out.append(paint(sym, esc(f"  {sym} {head}")))
             out.extend(esc(f"      {line}") for line in [*lines, *_evidence(review, c)])
@@ -239,8 +238,8 @@ def render_markdown(plan: Plan, review: Review | None = None) -> str:
             out.append("```diff")
             for c in changes:
                 head, lines = describe(c)
-                out.append(escape.text(f"{symbol(c)} {head}"))
-                pad = "+" if symbol(c) == "+" else " "
+                out.append(escape.text(f"{c.sign()} {head}"))
+                pad = "+" if c.sign() == "+" else " "
                 out.extend(
                     escape.text(f"{pad}     {line}") for line in [*lines, *_evidence(review, c)]
                 )
