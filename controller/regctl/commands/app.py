@@ -70,17 +70,10 @@ from regctl.errors import (
     Problem,
     RegctlError,
 )
-from regctl.policy.evaluation import (
-    Comparison,
-    PolicyReport,
-    PolicySet,
-    Review,
-    Subject,
-    alias_comparison,
-    evaluate,
-    load_policies,
-    policy_files,
-)
+from regctl.policy.comparison import alias_comparison
+from regctl.policy.evaluation import evaluate
+from regctl.policy.loading import load_policies, policy_files
+from regctl.policy.values import Comparison, PolicyReport, PolicySet, Review, Subject
 from regctl.ports import Registry, RegistryReader, runs_by_name
 
 if TYPE_CHECKING:
