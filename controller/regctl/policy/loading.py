@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from regctl.adapters.manifests import (
     alias_problem,
@@ -167,12 +167,29 @@ def _check_policy(spec: PolicySpec, doc: Document) -> list[Problem]:
     return problems
 
 
+class _Report(Protocol):
+    """Records a problem at `path` below the rule being checked."""
+
+    def __call__(self, path: Path_, message: str, *, key: bool = False) -> None: ...
+
+
 def _check_rule(rule: RuleSpec, doc: Document, base: Path_) -> list[Problem]:
     problems: list[Problem] = []
 
     def at(path: Path_, message: str, *, key: bool = False) -> None:
         problems.append(_at(doc, (*base, *path), message, key=key))
 
+    # In this order: the problems of a rule read top to bottom as its fields are listed.
+    _check_one_check(rule, at)
+    _check_aliases(rule, at)
+    _check_values(rule, at)
+    if rule.metrics is not None:
+        problems.extend(_check_metrics(rule, doc, base))
+    return problems
+
+
+def _check_one_check(rule: RuleSpec, at: _Report) -> None:
+    """Exactly one check field, and `compare_to` only beside `metrics`."""
     present = [f for f in _CHECK_FIELDS if getattr(rule, f) is not None]
     if not present:
         if rule.compare_to is not None:
@@ -192,6 +209,10 @@ def _check_rule(rule: RuleSpec, doc: Document, base: Path_) -> list[Problem]:
         )
     if rule.compare_to is not None and rule.metrics is None and present:
         at(("compare_to",), "compare_to goes with `metrics` (relative bounds) only", key=True)
+
+
+def _check_aliases(rule: RuleSpec, at: _Report) -> None:
+    """Every alias a rule names (`aliases`, `allowed_aliases`, `compare_to`) is valid."""
     for alias_field in ("aliases", "allowed_aliases"):
         names: list[str] | None = getattr(rule, alias_field)
         if names is not None and not names:
@@ -204,6 +225,10 @@ def _check_rule(rule: RuleSpec, doc: Document, base: Path_) -> list[Problem]:
         why = alias_problem(rule.compare_to)
         if why:
             at(("compare_to",), why)
+
+
+def _check_values(rule: RuleSpec, at: _Report) -> None:
+    """The other checks hold something to check: names, `true`, a valid regex, params."""
     for list_field in ("require_params", "require_metrics"):
         if getattr(rule, list_field) == []:
             at((list_field,), "give at least one name")
@@ -216,9 +241,6 @@ def _check_rule(rule: RuleSpec, doc: Document, base: Path_) -> list[Problem]:
             at(("run_name",), f"invalid regular expression: {exc}")
     if rule.allowed_params is not None and not rule.allowed_params:
         at(("allowed_params",), "give at least one param")
-    if rule.metrics is not None:
-        problems.extend(_check_metrics(rule, doc, base))
-    return problems
 
 
 def _check_metrics(rule: RuleSpec, doc: Document, base: Path_) -> list[Problem]:
