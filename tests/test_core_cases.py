@@ -33,8 +33,11 @@ from regctl.adapters.manifests import load_manifests
 from regctl.core.diff import diff
 from regctl.core.model import ObservedModel, ObservedState, ObservedVersion, RunRef
 from regctl.errors import InputError, PlanError
-from regctl.policy.evaluation import Subject, evaluate, load_policies, render_report
+from regctl.policy.evaluation import evaluate
+from regctl.policy.loading import load_policies
+from regctl.policy.values import Subject
 from regctl.render.plan import render_json, render_text
+from regctl.render.policy import render_report
 
 CASES = Path(__file__).parent / "cases" / "diff"
 POLICY_CASES = Path(__file__).parent / "cases" / "policy"

@@ -16,16 +16,11 @@ import pytest
 
 from regctl import escape
 from regctl.errors import InputError
-from regctl.policy.evaluation import (
-    PolicyReport,
-    PolicySet,
-    Result,
-    Subject,
-    alias_comparison,
-    evaluate,
-    load_policies,
-    render_report,
-)
+from regctl.policy.comparison import alias_comparison
+from regctl.policy.evaluation import evaluate
+from regctl.policy.loading import load_policies
+from regctl.policy.values import PolicyReport, PolicySet, Result, Subject
+from regctl.render.policy import render_report
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "runs" / "BINANCE_BTCUSDT.P, 60"

@@ -440,7 +440,7 @@ def test_prune_with_an_unreadable_manifest_set_is_refused(tmp_path: Path, run_cl
 def test_alias_bomb_is_refused_fast_and_small(tmp_path: Path) -> None:
     from regctl.adapters.manifests import load_manifests
     from regctl.errors import InputError
-    from regctl.policy.evaluation import load_policies
+    from regctl.policy.loading import load_policies
 
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i in range(1, 10):
@@ -472,7 +472,7 @@ def test_alias_bomb_is_refused_fast_and_small(tmp_path: Path) -> None:
 )
 def test_hostile_policy_files_are_refused(tmp_path: Path, text: str, expected: str) -> None:
     from regctl.errors import InputError
-    from regctl.policy.evaluation import load_policies
+    from regctl.policy.loading import load_policies
 
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "p.yaml").write_text(text)

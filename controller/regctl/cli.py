@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from regctl.commands.apply import ApplyOutcome
     from regctl.core.plan import Change, Plan
     from regctl.engine.sync import Progress
-    from regctl.policy.evaluation import Review
+    from regctl.policy.values import Review
 
 # Start-up: everything below click and errors is imported inside the command that needs
 # it, so `regctl --help` stays a fraction of `import mlflow` (issue 7, target 1) and the
@@ -283,7 +283,7 @@ def check_cmd(opts: Opts, models: tuple[str, ...], fmt: str) -> int:
     """Policy verdicts for every version the manifests declare (exit 3 on a deny)."""
     from regctl import config
     from regctl.commands import review as reviewing
-    from regctl.policy.evaluation import render_report
+    from regctl.render.policy import render_report
 
     registry = config.open_registry(opts.settings)
     try:

@@ -36,9 +36,7 @@ from regctl.errors import (
     PolicyDenied,
     RegctlError,
 )
-from regctl.policy.evaluation import (
-    Review,
-)
+from regctl.policy.values import Review
 from regctl.ports import Registry
 
 if TYPE_CHECKING:

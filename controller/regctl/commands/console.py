@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from regctl.core.plan import Change, Plan
-    from regctl.policy.evaluation import Review
+    from regctl.policy.values import Review
 
 
 class Console(Protocol):

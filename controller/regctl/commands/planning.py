@@ -46,11 +46,8 @@ from regctl.errors import (
     Location,
     Problem,
 )
-from regctl.policy.evaluation import (
-    PolicySet,
-    load_policies,
-    policy_files,
-)
+from regctl.policy.loading import load_policies, policy_files
+from regctl.policy.values import PolicySet
 
 if TYPE_CHECKING:
     pass

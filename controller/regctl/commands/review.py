@@ -35,14 +35,9 @@ from regctl.engine.proof import ProofReader
 from regctl.errors import (
     RegctlError,
 )
-from regctl.policy.evaluation import (
-    Comparison,
-    PolicyReport,
-    Review,
-    Subject,
-    alias_comparison,
-    evaluate,
-)
+from regctl.policy.comparison import alias_comparison
+from regctl.policy.evaluation import evaluate
+from regctl.policy.values import Comparison, PolicyReport, Review, Subject
 from regctl.ports import RegistryReader, runs_by_name
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from regctl.adapters.manifests import API_VERSION, ManifestSpec
-from regctl.policy.evaluation import PolicySpec, WaiverSpec
+from regctl.policy.specs import PolicySpec, WaiverSpec
 
 if TYPE_CHECKING:
     from regctl.config import Settings

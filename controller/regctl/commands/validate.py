@@ -11,9 +11,7 @@ from regctl.config import (
     Settings,
 )
 from regctl.engine.sync import collect
-from regctl.policy.evaluation import (
-    load_policies,
-)
+from regctl.policy.loading import load_policies
 
 if TYPE_CHECKING:
     pass

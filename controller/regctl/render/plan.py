@@ -31,7 +31,8 @@ from regctl.core.plan import (
     SetVersionDescription,
     SyncRun,
 )
-from regctl.policy.evaluation import Comparison, Review, render_report
+from regctl.policy.values import Comparison, Review
+from regctl.render.policy import render_report
 
 _COLORS = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m", "!": "\x1b[36m"}
 _RESET = "\x1b[0m"
