@@ -1,6 +1,6 @@
 """regctl: a Git-ops controller for the MLflow Model Registry.
 
-Importing this package is cheap: mlflow is imported only by `regctl.adapters.mlflow.registry`,
+Importing this package is cheap: mlflow is imported only by `regctl.adapters.mlflow`,
 when a command first needs a registry.
 """
 
