@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from regctl.adapters.mlflow.registry import MlflowRegistry
-from regctl.engine.lease import acquire, is_lease_model
+from regctl.core.model import is_lease_model
+from regctl.engine.lease import acquire
 
 from conftest import REPO, WRITE_METHODS, Backend, Recorder, write_manifest
 

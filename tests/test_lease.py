@@ -31,17 +31,9 @@ import pytest
 from regctl import config
 from regctl.adapters.mlflow.registry import MlflowRegistry
 from regctl.commands import app
-from regctl.engine.lease import (
-    Holder,
-    LeaseHeld,
-    LeaseLost,
-    Process,
-    acquire,
-    break_lease,
-    current,
-    is_lease_model,
-    this_process,
-)
+from regctl.core.model import is_lease_model
+from regctl.engine.lease import Holder, LeaseHeld, LeaseLost, acquire, break_lease, current
+from regctl.engine.process import Process, this_process
 from regctl.errors import AlreadyExists, InputError
 
 from conftest import REPO, WRITE_METHODS, Backend, Server, empty_sqlite, write_manifest

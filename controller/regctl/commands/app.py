@@ -58,7 +58,8 @@ from regctl.core.plan import (
     plan_from_json,
 )
 from regctl.engine.apply import ApplyContext, ApplyReport, apply_plan
-from regctl.engine.lease import Holder, Lease, LeaseLost, acquire, break_lease
+from regctl.engine.generation import Lease
+from regctl.engine.lease import Holder, LeaseLost, acquire, break_lease
 from regctl.engine.proof import Proof, ProofReader, prove
 from regctl.engine.sync import SyncItem, SyncReport, SyncStopped, collect, pending_runs, sync
 from regctl.errors import (
