@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from regctl.adapters.mlflow.registry import MlflowRegistry
-from regctl.engine.lease import acquire, is_lease_model
+from regctl.core.model import is_lease_model
+from regctl.engine.lease import acquire
 
 from conftest import REPO, WRITE_METHODS, Backend, Recorder, write_manifest
 
@@ -432,9 +433,9 @@ def test_help_validate_and_log_never_import_mlflow(examples_repo: Path) -> None:
 
 def test_resolve_formats_match_the_cli() -> None:
     from regctl import cli
-    from regctl.commands import inference
+    from regctl.render.resolve import FORMATS
 
-    assert cli.RESOLVE_FORMATS == inference.FORMATS
+    assert cli.RESOLVE_FORMATS == FORMATS
 
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -739,7 +739,7 @@ def test_attack_a_squatters_path_params_do_not_choose_the_model_file(
     # (`model_artifact_path`). A squatter with the directory's exact files points
     # model_path at another of its files (an old model, or the config): proven, registered,
     # and `regctl resolve` names that file as the model.
-    from regctl.commands.inference import model_artifact_path
+    from regctl.engine.download import model_artifact_path
 
     b = server_backend
     d = run_dir(b.repo, A)

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from regctl.core.model import PROVENANCE_TAG
-from regctl.engine.lease import is_lease_model
+from regctl.core.model import PROVENANCE_TAG, is_lease_model
 
 from conftest import REPO, Backend, Recorder, git_commit, init_git, write_manifest
 
@@ -204,7 +203,8 @@ def test_held_lease_blocks_and_unlock_breaks_it_by_id_only(
 def test_stale_lease_is_taken_over(server_backend: Backend, uniq: str, run_cli: CLI) -> None:
     """A lease from another machine, expired an hour ago and never released."""
     from regctl.config import Settings, open_registry
-    from regctl.engine.lease import Process, acquire, current
+    from regctl.engine.lease import acquire, current
+    from regctl.engine.process import Process
 
     b = server_backend
     b.make_runs(f"{uniq}-exp", ["a"])

@@ -34,17 +34,9 @@ from regctl.commands import apply as applying
 from regctl.commands import lease as leasing
 from regctl.commands import sync as syncing
 from regctl.commands.planning import load_desired
-from regctl.engine.lease import (
-    Holder,
-    LeaseHeld,
-    LeaseLost,
-    Process,
-    acquire,
-    break_lease,
-    current,
-    is_lease_model,
-    this_process,
-)
+from regctl.core.model import is_lease_model
+from regctl.engine.lease import Holder, LeaseHeld, LeaseLost, acquire, break_lease, current
+from regctl.engine.process import Process, this_process
 from regctl.errors import AlreadyExists, InputError
 
 from conftest import REPO, WRITE_METHODS, Backend, Server, empty_sqlite, write_manifest

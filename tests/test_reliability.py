@@ -25,7 +25,8 @@ import pytest
 from faultproxy import FaultProxy, Rule, is_write
 
 from regctl.adapters.mlflow.registry import MlflowRegistry
-from regctl.engine.lease import current, is_lease_model
+from regctl.core.model import is_lease_model
+from regctl.engine.lease import current
 from regctl.errors import RegistryError, Unreachable
 
 from conftest import REPO, Backend, Server, empty_sqlite, write_manifest

@@ -160,7 +160,7 @@ def test_scoped_diff_requests_grow_by_name_filter_chunks(
 ) -> None:
     """Scoped to named models, models and versions are searched with `name IN (...)`
     filters of NAMES_PER_FILTER names each: two requests per chunk, not per model."""
-    from regctl.adapters.mlflow.registry import NAMES_PER_FILTER
+    from regctl.adapters.mlflow.read import NAMES_PER_FILTER
 
     b = server_backend
     n = NAMES_PER_FILTER + 10

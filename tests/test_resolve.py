@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
-from regctl.commands import inference as rs
+from regctl.commands import resolve as cmd
 from regctl.config import Settings
+from regctl.engine import download as dl
+from regctl.engine import resolved as rv
 from regctl.errors import RegctlError, RegistryError
 
 from conftest import REPO, empty_sqlite
@@ -51,13 +53,13 @@ EXAMPLES = [  # model, alias, run, model_type, model file
     ],
 )
 def test_parse_target(text: str, model: str, alias: str | None, version: int | None) -> None:
-    assert rs.parse_target(text) == rs.Target(model, alias, version)
+    assert rv.parse_target(text) == rv.Target(model, alias, version)
 
 
 @pytest.mark.parametrize("text", ["m", "", "@x", "m@", "m/", "m/0", "m/x", "m/-1", "/3", "m@a b"])
 def test_parse_target_rejects(text: str) -> None:
-    with pytest.raises(rs.ResolveError, match="expected NAME@ALIAS or NAME/VERSION"):
-        rs.parse_target(text)
+    with pytest.raises(rv.ResolveError, match="expected NAME@ALIAS or NAME/VERSION"):
+        rv.parse_target(text)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +73,7 @@ def test_parse_target_rejects(text: str) -> None:
     ],
 )
 def test_model_artifact_path(params: dict[str, str], expected: str) -> None:
-    assert rs.model_artifact_path(params) == expected
+    assert dl.model_artifact_path(params) == expected
 
 
 @pytest.mark.parametrize(
@@ -92,8 +94,8 @@ def test_model_artifact_path(params: dict[str, str], expected: str) -> None:
     ],
 )
 def test_model_artifact_path_errors(params: dict[str, str], message: str) -> None:
-    with pytest.raises(rs.ModelPathError, match=re.escape(message)) as err:
-        rs.model_artifact_path(params, "m version 1")
+    with pytest.raises(rv.ModelPathError, match=re.escape(message)) as err:
+        dl.model_artifact_path(params, "m version 1")
     assert "\n" not in str(err.value) and str(err.value).startswith("m version 1: ")
 
 
@@ -103,9 +105,11 @@ def test_import_regctl_does_not_import_mlflow() -> None:
         "assert 'mlflow' not in sys.modules, 'import regctl imported mlflow'\n"
         "assert callable(regctl.resolve) and regctl.Resolved.__name__ == 'Resolved'\n"
         "assert 'mlflow' not in sys.modules, 'regctl.resolve imported mlflow'\n"
-        "from regctl import resolve\nfrom regctl.commands import inference\n"
-        "assert resolve is regctl.resolve is inference.resolve\n"
-        "assert 'mlflow' not in sys.modules, 'regctl.commands.inference imported mlflow'\n"
+        "from regctl import resolve\nimport regctl.commands.resolve as command\n"
+        "import regctl.engine.download, regctl.engine.resolved, regctl.render.resolve\n"
+        "assert resolve is regctl.resolve is command.resolve\n"
+        "assert regctl.Resolved is regctl.engine.resolved.Resolved\n"
+        "assert 'mlflow' not in sys.modules, 'regctl.commands.resolve imported mlflow'\n"
         "print('ok')\n"
     )
     env = {"PYTHONPATH": str(REPO / "controller"), "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -117,15 +121,15 @@ def test_import_regctl_does_not_import_mlflow() -> None:
 
 
 def test_regctl_resolve_is_the_function_whatever_was_imported_first(tmp_path: Path) -> None:
-    """The CLI imports regctl.commands.inference; inference code calls the package attribute."""
+    """The CLI imports regctl.commands.resolve; inference code calls the package attribute."""
     import regctl
 
-    assert regctl.resolve is rs.resolve  # a function, not a module
+    assert regctl.resolve is cmd.resolve  # a function, not a module
     assert callable(regctl.resolve)
-    assert regctl.Resolved is rs.Resolved
+    assert regctl.Resolved is rv.Resolved
     with pytest.raises(AttributeError):
         _ = regctl.no_such_thing  # type: ignore[attr-defined]
-    with pytest.raises(rs.ResolveError, match="expected NAME@ALIAS"):
+    with pytest.raises(rv.ResolveError, match="expected NAME@ALIAS"):
         regctl.resolve("no-alias-given", f"sqlite:///{tmp_path / 'never.db'}")
     assert list(tmp_path.iterdir()) == []  # a bad target fails before connecting
 
@@ -201,7 +205,7 @@ def test_resolve_by_alias_and_version(
     published: Published, base: str, alias: str, run: str, kind: str, model_file: str
 ) -> None:
     name = published.name(base)
-    out, code = rs.resolve_command(published.settings, f"{name}@{alias}", "json", None)
+    out, code = cmd.resolve_command(published.settings, f"{name}@{alias}", "json", None)
     assert code == 0
     data = json.loads(out)
     assert data["kind"] == "Resolved" and data["target"] == f"{name}@{alias}"
@@ -225,13 +229,13 @@ def test_resolve_by_alias_and_version(
     assert "owner" not in data["provenance"]["model"]  # the manifest's own tags are not provenance
     assert data["description"]
 
-    by_version = json.loads(rs.resolve_command(published.settings, f"{name}/1", "json", None)[0])
+    by_version = json.loads(cmd.resolve_command(published.settings, f"{name}/1", "json", None)[0])
     assert by_version["alias"] is None and by_version["target"] == f"{name}/1"
     assert {k: v for k, v in by_version.items() if k not in ("alias", "target")} == {
         k: v for k, v in data.items() if k not in ("alias", "target")
     }
 
-    text, code = rs.resolve_command(published.settings, f"{name}@{alias}", "text", None)
+    text, code = cmd.resolve_command(published.settings, f"{name}@{alias}", "text", None)
     assert code == 0
     lines = text.splitlines()
     assert lines[0] == f"{name}@{alias}: {name} version 1"
@@ -255,13 +259,13 @@ def test_download_matches_the_run_directory(
     name = published.name(base)
     expected = files_of(published.run_dir(run))
     dest = tmp_path / "model"
-    out, code = rs.resolve_command(published.settings, f"{name}@{alias}", "text", dest)
+    out, code = cmd.resolve_command(published.settings, f"{name}@{alias}", "text", dest)
     assert code == 0
     assert f"downloaded {len(expected)} files ({sum(expected.values())} bytes) to {dest}" in out
     assert out.endswith(f"model file: {dest / model_file}")
     got = files_of(dest)
-    record = json.loads((dest / rs.RESOLVED_FILE).read_text())
-    del got[rs.RESOLVED_FILE]
+    record = json.loads((dest / dl.RESOLVED_FILE).read_text())
+    del got[dl.RESOLVED_FILE]
     assert got == expected
     for rel in expected:  # same bytes, not only the same sizes
         assert (dest / rel).read_bytes() == (published.run_dir(run) / rel).read_bytes()
@@ -273,7 +277,7 @@ def test_download_matches_the_run_directory(
     import regctl
 
     resolved = regctl.resolve(f"{name}/1", published.uri, repo=published.repo)
-    assert isinstance(resolved, rs.Resolved)
+    assert isinstance(resolved, rv.Resolved)
     assert (resolved.version, resolved.run_name, resolved.model_path) == (1, run, model_file)
     assert resolved.params["model_type"] == kind
     empty = tmp_path / "again"
@@ -281,13 +285,13 @@ def test_download_matches_the_run_directory(
     seen: list[tuple[int, int, str]] = []
     assert resolved.download(empty, progress=lambda *a: seen.append(a)) == empty
     again = files_of(empty)
-    assert again.pop(rs.RESOLVED_FILE) > 0 and again == expected
-    assert json.loads((empty / rs.RESOLVED_FILE).read_text())["target"] == f"{name}/1"
+    assert again.pop(dl.RESOLVED_FILE) > 0 and again == expected
+    assert json.loads((empty / dl.RESOLVED_FILE).read_text())["target"] == f"{name}/1"
     assert [s[0] for s in seen] == list(range(1, len(expected) + 1))
     assert {s[2] for s in seen} == set(expected)
 
     as_json = json.loads(
-        rs.resolve_command(published.settings, f"{name}/1", "json", tmp_path / "j")[0]
+        cmd.resolve_command(published.settings, f"{name}/1", "json", tmp_path / "j")[0]
     )
     assert as_json["download"]["directory"] == str(tmp_path / "j")
     assert as_json["download"]["files"] == record["files"]
@@ -298,21 +302,21 @@ def test_download_never_overwrites(published: Published, tmp_path: Path) -> None
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("mine")
-    with pytest.raises(rs.DestinationExists, match="exists and is not empty"):
-        rs.resolve_command(published.settings, target, "text", full)
+    with pytest.raises(rv.DestinationExists, match="exists and is not empty"):
+        cmd.resolve_command(published.settings, target, "text", full)
     assert files_of(full) == {"keep.txt": 4}
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    with pytest.raises(rs.DestinationExists, match="not a directory"):
-        rs.resolve_command(published.settings, target, "text", a_file)
+    with pytest.raises(rv.DestinationExists, match="not a directory"):
+        cmd.resolve_command(published.settings, target, "text", a_file)
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "nowhere")
-    with pytest.raises(rs.DestinationExists, match="symbolic link"):
-        rs.resolve_command(published.settings, target, "text", link)
+    with pytest.raises(rv.DestinationExists, match="symbolic link"):
+        cmd.resolve_command(published.settings, target, "text", link)
     assert leftovers(tmp_path) == []
     # a missing parent is created; the folder itself appears only when complete
     deep = tmp_path / "a" / "b" / "model"
-    rs.resolve_command(published.settings, target, "text", deep)
+    cmd.resolve_command(published.settings, target, "text", deep)
     assert (deep / "model.txt").is_file()
 
 
@@ -357,12 +361,12 @@ def test_interrupted_download_leaves_no_dir(
     target = published.name(LGBM) + "@Staging"
     dest = tmp_path / "model"
     with pytest.raises(type(exc)):
-        rs.resolve_command(published.settings, target, "text", dest)
+        cmd.resolve_command(published.settings, target, "text", dest)
     assert not dest.exists()
     assert leftovers(tmp_path) == []
     dest.mkdir()  # an existing empty folder stays exactly that
     with pytest.raises(type(exc)):
-        rs.resolve_command(published.settings, target, "json", dest)
+        cmd.resolve_command(published.settings, target, "json", dest)
     assert dest.is_dir() and list(dest.iterdir()) == []
     assert leftovers(tmp_path) == []
 
@@ -382,8 +386,8 @@ def test_size_mismatch_keeps_nothing(
 
     monkeypatch.setattr(MlflowRegistry, "download_artifact_file", short)
     dest = tmp_path / "model"
-    with pytest.raises(rs.DownloadError, match=r"model\.txt has 100 bytes, MLflow lists 18661"):
-        rs.resolve_command(published.settings, published.name(LGBM) + "@Staging", "text", dest)
+    with pytest.raises(rv.DownloadError, match=r"model\.txt has 100 bytes, MLflow lists 18661"):
+        cmd.resolve_command(published.settings, published.name(LGBM) + "@Staging", "text", dest)
     assert not dest.exists() and leftovers(tmp_path) == []
 
 
@@ -415,19 +419,19 @@ def test_alias_moved_during_download_keeps_the_resolved_version(
 
     monkeypatch.setattr(MlflowRegistry, "download_artifact_file", download)
     dest = tmp_path / "model"
-    rs.resolve_command(published.settings, f"{model}@Staging", "text", dest)
+    cmd.resolve_command(published.settings, f"{model}@Staging", "text", dest)
     assert len(calls) > 1
     assert int(c.get_model_version_by_alias(model, "Staging").version) == 2  # it did move
     got = files_of(dest)
-    del got[rs.RESOLVED_FILE]
+    del got[dl.RESOLVED_FILE]
     assert got == files_of(published.run_dir(LGBM_RUN))  # entirely version 1
-    record = json.loads((dest / rs.RESOLVED_FILE).read_text())
+    record = json.loads((dest / dl.RESOLVED_FILE).read_text())
     assert (record["version"], record["run"]["id"]) == (1, runs[LGBM])
     assert record["params"]["model_type"] == "lgbm"
     monkeypatch.undo()
 
     # the API: resolved now (version 2), moved back from the progress hook after file 1
-    resolved = rs.resolve(f"{model}@Staging", published.uri, repo=published.repo)
+    resolved = cmd.resolve(f"{model}@Staging", published.uri, repo=published.repo)
     assert (resolved.version, resolved.run_id) == (2, runs[HMM])
 
     def move_back(done: int, total: int, path: str) -> None:
@@ -437,9 +441,9 @@ def test_alias_moved_during_download_keeps_the_resolved_version(
     dest2 = tmp_path / "model2"
     resolved.download(dest2, progress=move_back)
     got = files_of(dest2)
-    del got[rs.RESOLVED_FILE]
+    del got[dl.RESOLVED_FILE]
     assert got == files_of(published.run_dir(HMM_RUN))
-    assert json.loads((dest2 / rs.RESOLVED_FILE).read_text())["version"] == 2
+    assert json.loads((dest2 / dl.RESOLVED_FILE).read_text())["version"] == 2
 
 
 @pytest.fixture
@@ -473,35 +477,35 @@ def test_clear_errors(published: Published, broken: tuple[str, Any]) -> None:
 
     def error(target: str) -> RegctlError:
         with pytest.raises(RegctlError) as err:
-            rs.resolve_command(published.settings, target, "text", None)
+            cmd.resolve_command(published.settings, target, "text", None)
         assert "\n" not in str(err.value)
         return err.value
 
     e = error(f"{published.prefix}-nope@Staging")
-    assert isinstance(e, rs.UnknownModel)
+    assert isinstance(e, rv.UnknownModel)
     assert str(e).startswith(f"model '{published.prefix}-nope' does not exist in ")
     e = error(f"{lgbm}@Production")  # MLflow answers 400, not 404, for a missing alias
-    assert isinstance(e, rs.UnknownAlias)
+    assert isinstance(e, rv.UnknownAlias)
     assert str(e) == f"model '{lgbm}' has no alias 'Production' (aliases: Staging)"
     e = error(f"{model}@Staging")
     assert str(e) == f"model '{model}' has no alias 'Staging' (aliases: none)"
     e = error(f"{lgbm}/9")
-    assert isinstance(e, rs.UnknownVersion)
+    assert isinstance(e, rv.UnknownVersion)
     assert str(e) == f"model '{lgbm}' has no version 9"
     e = error(f"{model}/1")
-    assert isinstance(e, rs.ModelPathError)
+    assert isinstance(e, rv.ModelPathError)
     assert str(e) == (
         f"{model} version 1: model_path '/train/elsewhere/model.txt' is outside run_dir "
         "'/train/run_a'; the model file is not among the artifacts"
     )
     e = error(f"{model}/2")
-    assert isinstance(e, rs.ModelPathError)
+    assert isinstance(e, rv.ModelPathError)
     assert str(e) == f"{model} version 2: the run has no model_path param"
     e = error(f"{model}/3")
-    assert isinstance(e, rs.RunDeleted)
+    assert isinstance(e, rv.RunDeleted)
     assert str(e) == f"{model} version 3: its run {ids[2]} was deleted"
-    with pytest.raises(rs.ResolveError, match="unknown format 'yaml'"):
-        rs.resolve_command(published.settings, f"{lgbm}@Staging", "yaml", None)
+    with pytest.raises(rv.ResolveError, match="unknown format 'yaml'"):
+        cmd.resolve_command(published.settings, f"{lgbm}@Staging", "yaml", None)
 
 
 def test_run_deleted_after_resolve_stops_the_download(published: Published, tmp_path: Path) -> None:
@@ -515,9 +519,9 @@ def test_run_deleted_after_resolve_stops_the_download(published: Published, tmp_
         c.log_param(rid, key, c.get_run(lgbm.run_id).data.params[key])
     c.create_registered_model(model)
     c.create_model_version(model, f"runs:/{rid}", run_id=rid)
-    resolved = rs.resolve(f"{model}/1", published.uri, repo=published.repo)
+    resolved = cmd.resolve(f"{model}/1", published.uri, repo=published.repo)
     c.delete_run(rid)
-    with pytest.raises(rs.RunDeleted):
+    with pytest.raises(rv.RunDeleted):
         resolved.download(tmp_path / "model")
     assert not (tmp_path / "model").exists() and leftovers(tmp_path) == []
 

@@ -1,6 +1,6 @@
 """regctl: a Git-ops controller for the MLflow Model Registry.
 
-Importing this package is cheap: mlflow is imported only by `regctl.adapters.mlflow.registry`,
+Importing this package is cheap: mlflow is imported only by `regctl.adapters.mlflow`,
 when a command first needs a registry.
 """
 
@@ -12,11 +12,15 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     """Lazy public API for inference code: `regctl.resolve("name@Production")`, `Resolved`.
 
-    Both live in `regctl.commands.inference`; importing it does not import mlflow either (calling
-    `resolve` does).
+    `resolve` lives in `regctl.commands.resolve`, `Resolved` in `regctl.engine.resolved`;
+    importing them does not import mlflow either (calling `resolve` does).
     """
-    if name in ("resolve", "Resolved"):
-        from regctl.commands import inference
+    if name == "resolve":
+        from regctl.commands.resolve import resolve
 
-        return getattr(inference, name)
+        return resolve
+    if name == "Resolved":
+        from regctl.engine.resolved import Resolved
+
+        return Resolved
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

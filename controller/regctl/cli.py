@@ -33,7 +33,7 @@ LOCK_TIMEOUT = 60.0
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("text", "json", "markdown")
 CHECK_FORMATS = ("text", "json", "markdown", "github")
-RESOLVE_FORMATS = ("text", "json")  # regctl.inference.FORMATS (a test keeps them equal)
+RESOLVE_FORMATS = ("text", "json")  # regctl.render.resolve.FORMATS (a test keeps them equal)
 
 
 @dataclass
@@ -482,9 +482,9 @@ def unlock_cmd(opts: Opts, lease_id: str) -> int:
 @click.pass_obj
 def resolve_cmd(opts: Opts, target: str, fmt: str, download: Path | None) -> int:
     """Show what NAME@ALIAS or NAME/VERSION resolves to; --download fetches its files."""
-    from regctl.commands import inference
+    from regctl.commands.resolve import resolve_command
 
-    text, code = inference.resolve_command(opts.settings, target, fmt, download)
+    text, code = resolve_command(opts.settings, target, fmt, download)
     click.echo(text)
     return code
 

@@ -850,7 +850,7 @@ def _valid_metric_name(name: str) -> bool:
 def relative_inside(path: str, root: str) -> str | None:
     """`path` relative to `root` when strictly inside it (both normalised), else None.
 
-    Shared with `regctl.commands.inference`, which maps `model_path` into a version's artifacts."""
+    Shared with `regctl.engine.download`, which maps `model_path` into a version's artifacts."""
     path, root = posixpath.normpath(path), posixpath.normpath(root)
     prefix = root if root.endswith("/") else root + "/"
     if path.startswith(prefix) and len(path) > len(prefix):

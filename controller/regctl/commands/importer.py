@@ -72,9 +72,9 @@ from regctl.core.model import (
     ObservedModel,
     ObservedState,
     RunRef,
+    is_lease_model,
 )
 from regctl.core.plan import SetModelTag
-from regctl.engine.lease import is_lease_model
 from regctl.errors import ExitCode, InputError, Location, PlanError, Problem, RegctlError
 from regctl.ports import RegistryReader, runs_by_name
 

@@ -13,7 +13,8 @@ from regctl.adapters import git as gitinfo
 from regctl.config import (
     Settings,
 )
-from regctl.engine.lease import Holder, Lease, acquire, break_lease
+from regctl.engine.generation import Lease
+from regctl.engine.lease import Holder, acquire, break_lease
 from regctl.ports import Registry
 
 if TYPE_CHECKING:

@@ -60,58 +60,42 @@ late release of the old holder cannot release the new one.
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import random
 import re
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Protocol
 
-from regctl.core.model import LEASE_PREFIX, ObservedModel, is_lease_model
+from regctl.core.model import LEASE_PREFIX, ObservedModel
+from regctl.engine.generation import (
+    _EXPIRES,
+    _RELEASED,
+    DEFAULT_TTL,
+    LEASE_MODEL,
+    MAX_TTL,
+    Lease,
+    _parse,
+    _shown,
+    _State,
+)
+from regctl.engine.process import Process, _since_boot, this_process
 from regctl.errors import AlreadyExists, NotFound, RegctlError
 
 __all__ = [
-    "DEFAULT_TTL",
-    "LEASE_MODEL",
-    "MAX_TTL",
     "Holder",
-    "Lease",
     "LeaseHeld",
     "LeaseLost",
     "LeaseStore",
-    "Process",
     "acquire",
     "break_lease",
     "current",
-    "is_lease_model",
-    "this_process",
 ]
 
-LEASE_MODEL = LEASE_PREFIX
-"""The legacy lease model (regctl before generations); generations are `regctl-lease-<n>`."""
-MAX_TTL = 60.0
-DEFAULT_TTL = MAX_TTL
 _GENERATION = re.compile(r"regctl-lease-(0|[1-9][0-9]{0,29})")
 _MAX_GENERATION = 10**30 - 1
-_PID_MAX = 4_194_304  # Linux's PID_MAX_LIMIT: a larger "pid" is no process
-
-_ID = "regctl.lease.id"
-_HOLDER = "regctl.lease.holder"
-_COMMIT = "regctl.lease.commit"
-_ACQUIRED = "regctl.lease.acquired_at"
-_EXPIRES = "regctl.lease.expires_at"
-_TTL = "regctl.lease.ttl"
-_HOST = "regctl.lease.host"
-_MACHINE = "regctl.lease.machine"
-_PID = "regctl.lease.pid"
-_STARTED = "regctl.lease.pid_start"
-_RELEASED = "regctl.lease.released"
 
 
 class LeaseStore(Protocol):
@@ -134,228 +118,6 @@ class LeaseLost(RegctlError):
     """This writer's lease was broken, taken over or not refreshed in time."""
 
 
-def _shown(text: str, limit: int = 120) -> str:
-    """A registry string fit for a one-line message: no control characters, bounded."""
-    out = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return out if len(out) <= limit else out[: limit - 1] + "…"
-
-
-# -- who holds it ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Process:
-    """Where a holder runs: enough to tell, from the same machine, that it is gone.
-
-    `machine` is the kernel's boot id and the pid namespace: two processes with the same
-    value see the same pids. "" when unknown (then only expiry frees the lease).
-    `started` is the pid's start time in clock ticks since boot, "" when unknown.
-    """
-
-    host: str
-    machine: str
-    pid: int
-    started: str
-
-
-def _machine() -> str:
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
-        namespace = os.readlink("/proc/self/ns/pid")
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f"{boot} {namespace}"
-
-
-def _stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time) of a pid from /proc, or None when unreadable."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    fields = text.rpartition(")")[2].split()  # the command name may hold spaces and ')'
-    return (fields[0], fields[19]) if len(fields) > 19 else None
-
-
-def this_process() -> Process:
-    """This process, as a lease records it."""
-    pid = os.getpid()
-    stat = _stat(pid)
-    return Process(socket.gethostname(), _machine(), pid, stat[1] if stat else "")
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # another user's process (EPERM): it exists
-        return True
-    return True
-
-
-def gone(process: Process, here: Process) -> bool:
-    """Whether `process` ran on this machine and is known to have ended.
-
-    Never guesses: another host, an unknown machine identity or a process /proc cannot
-    describe all count as alive.
-    """
-    if not process.machine or process.pid <= 0:
-        return False
-    if (process.host, process.machine) != (here.host, here.machine):
-        return False
-    if not _exists(process.pid):
-        return True
-    stat = _stat(process.pid)
-    if stat is None:
-        return False
-    state, started = stat
-    if state in ("Z", "X"):  # a zombie: it has exited, only its parent has not reaped it
-        return True
-    return bool(process.started) and started != process.started
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """One generation of the lease: who holds it, for which commit, until when (epoch s)."""
-
-    id: str
-    holder: str
-    commit: str
-    acquired_at: float
-    expires_at: float
-    generation: int = 0
-    process: Process | None = None
-    released: bool = False
-    ttl: float = DEFAULT_TTL
-
-    @property
-    def model(self) -> str:
-        """The registered model that holds this generation."""
-        return f"{LEASE_PREFIX}-{self.generation}" if self.generation else LEASE_MODEL
-
-    def tags(self) -> dict[str, str]:
-        tags = {
-            _ID: self.id,
-            _HOLDER: self.holder,
-            _COMMIT: self.commit,
-            _ACQUIRED: f"{self.acquired_at:.3f}",
-            _EXPIRES: f"{self.expires_at:.3f}",
-            _TTL: f"{self.ttl:g}",
-        }
-        if self.process is not None:
-            tags.update(
-                {
-                    _HOST: self.process.host,
-                    _MACHINE: self.process.machine,
-                    _PID: str(self.process.pid),
-                    _STARTED: self.process.started,
-                }
-            )
-        return tags
-
-    def description(self) -> str:
-        """What a person reading the MLflow UI needs to know."""
-        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.acquired_at))
-        commit = f" for commit {self.commit}" if self.commit else ""
-        return (
-            f"regctl's apply lease (generation {self.generation}), not a model. Taken by "
-            f"{self.holder}{commit} at {since}; it holds the lease while this is the "
-            f"highest regctl-lease-<n>, its {_RELEASED} tag is unset and {_EXPIRES} (epoch "
-            f"seconds) is in the future: the holder refreshes it every {self.ttl / 3:g} s "
-            "while it writes. Do not edit. Deleting it breaks the lease like "
-            f"`regctl unlock {self.id}`: the holder stops before its next write and writes "
-            "pause until a writer takes the lease again."
-        )
-
-    def describe(self, now: float) -> str:
-        left = self.expires_at - now
-        if self.released:
-            when = "released"
-        elif left > 0:
-            when = f"expires in {left:.0f} s"
-        else:
-            when = f"expired {-left:.0f} s ago"
-        where = f"generation {self.generation}" if self.generation else f"legacy {LEASE_MODEL}"
-        commit = f" at commit {_shown(self.commit, 12)}" if self.commit else ""
-        who = _shown(self.holder)
-        return f"lease {_shown(self.id, 40)} ({where}) held by {who}{commit} ({when})"
-
-    def live(self, now: float, here: Process) -> bool:
-        """Held as far as a reader at `now` on `here` can tell."""
-        if self.released or not self.expires_at > now:
-            return False
-        return self.process is None or not gone(self.process, here)
-
-
-def _number(tags: Mapping[str, str], key: str, default: float | None = None) -> float:
-    raw = tags.get(key)
-    if raw is None:
-        if default is None:
-            raise ValueError(key)
-        return default
-    value = float(raw)
-    if not math.isfinite(value):
-        raise ValueError(key)
-    return value
-
-
-def _parse(model: ObservedModel, generation: int) -> Lease | None:
-    """The lease a model's tags describe, or None when they do not (hostile or half-made)."""
-    t = model.tags
-    lease_id = t.get(_ID, "")
-    if not lease_id:
-        return None
-    try:
-        expires = _number(t, _EXPIRES)
-        acquired = _number(t, _ACQUIRED, 0.0)
-        ttl = _number(t, _TTL, DEFAULT_TTL)
-    except ValueError:
-        return None
-    process = None
-    pid = t.get(_PID, "")
-    known = pid.isascii() and pid.isdigit() and len(pid) <= 7 and 0 < int(pid) <= _PID_MAX
-    if generation and known:
-        started = t.get(_STARTED, "")
-        process = Process(
-            t.get(_HOST, ""),
-            t.get(_MACHINE, ""),
-            int(pid),
-            started if started.isascii() and started.isdigit() else "",
-        )
-    return Lease(
-        id=lease_id,
-        holder=_shown(t.get(_HOLDER, "?"), 200),  # for messages only: made printable here
-        commit=_shown(t.get(_COMMIT, ""), 64),
-        acquired_at=acquired,
-        expires_at=expires,
-        generation=generation,
-        process=process,
-        released=t.get(_RELEASED) == lease_id,
-        ttl=ttl,
-    )
-
-
-@dataclass(frozen=True)
-class _State:
-    """Every lease model, as one search saw them. Unreadable generations map to None."""
-
-    generations: dict[int, Lease | None] = field(default_factory=dict)
-    legacy: Lease | None = None
-
-    @property
-    def highest(self) -> int:
-        return max(self.generations, default=0)
-
-    def leases(self) -> list[Lease]:
-        found = [g for _, g in sorted(self.generations.items(), reverse=True) if g is not None]
-        return found + ([self.legacy] if self.legacy is not None else [])
-
-    def live(self, now: float, here: Process) -> Lease | None:
-        """The holder: the highest live generation, else a live legacy lease."""
-        return next((g for g in self.leases() if g.live(now, here)), None)
-
-
 def _read(store: LeaseStore) -> _State:
     generations: dict[int, Lease | None] = {}
     legacy = None
@@ -376,15 +138,6 @@ def current(store: LeaseStore, *, clock: Callable[[], float] = time.time) -> Lea
 
 
 # -- holding it --------------------------------------------------------------------------
-
-
-def _since_boot() -> float:
-    """Seconds on a clock that never jumps and counts time suspended (Linux), else monotonic."""
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    if boottime is not None:
-        with contextlib.suppress(OSError):
-            return time.clock_gettime(boottime)
-    return time.monotonic()
 
 
 class Holder:
@@ -574,6 +327,14 @@ def _abandon(store: LeaseStore, lease: Lease) -> None:
         store.set_model_tag(lease.model, _RELEASED, lease.id)
 
 
+def _clean_up_below(store: LeaseStore, state: _State, generation: int) -> None:
+    """After winning `generation`: delete the lower generations (best effort)."""
+    for n in sorted(state.generations):
+        if n < generation:
+            with contextlib.suppress(RegctlError):
+                store.delete_model(f"{LEASE_PREFIX}-{n}")
+
+
 def acquire(
     store: LeaseStore,
     holder: str,
@@ -634,10 +395,7 @@ def acquire(
                 state = _read(store)
                 blocker = _confirm(state, lease, clock(), here)
                 if blocker is None:
-                    for n in sorted(state.generations):
-                        if n < generation:
-                            with contextlib.suppress(RegctlError):
-                                store.delete_model(f"{LEASE_PREFIX}-{n}")
+                    _clean_up_below(store, state, generation)
                     return Holder(store, lease, ttl, clock, ticks, good=good)
                 if blocker is not _VANISHED:
                     _abandon(store, lease)
