@@ -33,7 +33,8 @@ from regctl.config import (
     default_concurrency,
     registry_target,
 )
-from regctl.core.diff import MAX_DELETE_SHARE, artifact_uris, diff, source_path
+from regctl.core.binding import source_path
+from regctl.core.diff import MAX_DELETE_SHARE, artifact_uris, diff
 from regctl.core.history import promotions, render_log
 from regctl.core.model import (
     LEDGER_MODEL,

@@ -61,7 +61,8 @@ from regctl.adapters.manifests import (
     yaml_files,
 )
 from regctl.adapters.yamledit import Editor, Layout, render_item, render_pair
-from regctl.core.diff import diff, source_path
+from regctl.core.binding import source_path
+from regctl.core.diff import diff
 from regctl.core.model import (
     LEDGER_MODEL,
     MANAGED_TAG,

@@ -11,6 +11,7 @@ Binding goes in two passes over the entries, in manifest order:
    `artifact_path`, the lowest unclaimed version of the run at any path inside it.
    A version whose source is not inside its run is never any entry's version.
 
+`source_path` says where a version's source is inside its run (None: not inside it).
 Pure: values in, entry index -> version number out.
 """
 
@@ -21,6 +22,35 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from regctl.core.model import DesiredVersion
+
+
+def source_path(source: str, run_id: str, artifact_uri: str | None = None) -> str | None:
+    """The artifact path a version's source points at inside its run, or None if unknown.
+
+    Only two forms are inside the run: `runs:/<run_id>[/<path>]`, and the run's own
+    artifact root (`artifact_uri`, as the tracking server reports it) plus a path. MLflow
+    stores any other source as given (`s3://bucket/<run_id>/artifacts` registered with
+    that run id is somebody else's bucket), so such a version is never taken for an
+    entry's version: its files are not the run's.
+    """
+    prefix = f"runs:/{run_id}"
+    rest: str | None = None
+    if source in (prefix, prefix + "/"):
+        rest = ""
+    elif source.startswith(prefix + "/"):
+        rest = source[len(prefix) + 1 :]
+    elif artifact_uri:
+        root = artifact_uri.rstrip("/")
+        if source.rstrip("/") == root:
+            rest = ""
+        elif source.startswith(root + "/"):
+            rest = source[len(root) + 1 :]
+    if rest is None:
+        return None
+    rest = rest.strip("/")
+    if rest and any(part in ("", ".", "..") for part in rest.split("/")):
+        return None
+    return rest
 
 
 class Candidate(Protocol):
@@ -35,7 +65,7 @@ class Candidate(Protocol):
     @property
     def path(self) -> str | None:
         """The artifact path its source names inside its run ("" for the root), None
-        when the source is not inside the run (`regctl.core.diff.source_path`)."""
+        when the source is not inside the run (`source_path`)."""
         ...
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from regctl.core.binding import Registered, bind, pinned
+from regctl.core.binding import Registered, bind, pinned, source_path
 from regctl.core.model import (
     ENTRY_TAG,
     MANAGED_TAG,
@@ -57,35 +57,6 @@ class PendingRun:
     files: int
     bytes: int
     digest: str = ""
-
-
-def source_path(source: str, run_id: str, artifact_uri: str | None = None) -> str | None:
-    """The artifact path a version's source points at inside its run, or None if unknown.
-
-    Only two forms are inside the run: `runs:/<run_id>[/<path>]`, and the run's own
-    artifact root (`artifact_uri`, as the tracking server reports it) plus a path. MLflow
-    stores any other source as given (`s3://bucket/<run_id>/artifacts` registered with
-    that run id is somebody else's bucket), so such a version is never taken for an
-    entry's version: its files are not the run's.
-    """
-    prefix = f"runs:/{run_id}"
-    rest: str | None = None
-    if source in (prefix, prefix + "/"):
-        rest = ""
-    elif source.startswith(prefix + "/"):
-        rest = source[len(prefix) + 1 :]
-    elif artifact_uri:
-        root = artifact_uri.rstrip("/")
-        if source.rstrip("/") == root:
-            rest = ""
-        elif source.startswith(root + "/"):
-            rest = source[len(root) + 1 :]
-    if rest is None:
-        return None
-    rest = rest.strip("/")
-    if rest and any(part in ("", ".", "..") for part in rest.split("/")):
-        return None
-    return rest
 
 
 def artifact_uris(observed: ObservedState) -> dict[str, str]:
