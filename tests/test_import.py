@@ -19,8 +19,9 @@ import pytest
 
 from regctl.adapters.yamledit import Editor
 from regctl.cli import main
-from regctl.commands.importer import ImportReport, import_command, import_models
+from regctl.commands.import_models import import_command, import_models
 from regctl.config import Settings
+from regctl.core.importplan import ImportReport
 from regctl.errors import RegctlError
 
 from conftest import Backend, Recorder, empty_sqlite

@@ -420,7 +420,7 @@ def test_lease_models_describe_themselves_and_are_never_user_models(
 
 
 def test_import_skips_lease_generations(tmp_path: Path) -> None:
-    from regctl.commands.importer import import_command
+    from regctl.commands.import_models import import_command
 
     uri = empty_sqlite(tmp_path / "s.db")
     repo = tmp_path / "repo"

@@ -132,7 +132,7 @@ def test_schema_has_descriptions_for_editors() -> None:
 
 
 def test_imported_manifests_validate(validator: Any, tmp_path: Path) -> None:
-    from regctl.commands.importer import import_command
+    from regctl.commands.import_models import import_command
 
     from conftest import Backend
 

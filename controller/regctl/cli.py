@@ -500,9 +500,9 @@ def resolve_cmd(opts: Opts, target: str, fmt: str, download: Path | None) -> int
 @click.pass_obj
 def import_cmd(opts: Opts, models: tuple[str, ...], out: Path | None) -> int:
     """Write manifests from the live registry (updating edited files in place)."""
-    from regctl.commands import importer
+    from regctl.commands import import_models
 
-    text, code = importer.import_command(opts.settings, models, out)
+    text, code = import_models.import_command(opts.settings, models, out)
     click.echo(text, nl=False)
     return code
 

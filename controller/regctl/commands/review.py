@@ -18,7 +18,8 @@ from regctl.commands.planning import Planned, comparable, make_plan
 from regctl.config import (
     Settings,
 )
-from regctl.core.diff import artifact_uris, source_path
+from regctl.core.binding import source_path
+from regctl.core.diff import artifact_uris
 from regctl.core.model import (
     PROVENANCE_TAG,
     DesiredModel,

@@ -12,6 +12,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from regctl.core.binding import Registered, bind, pinned, source_path
 from regctl.core.model import (
     ENTRY_TAG,
     MANAGED_TAG,
@@ -56,35 +57,6 @@ class PendingRun:
     files: int
     bytes: int
     digest: str = ""
-
-
-def source_path(source: str, run_id: str, artifact_uri: str | None = None) -> str | None:
-    """The artifact path a version's source points at inside its run, or None if unknown.
-
-    Only two forms are inside the run: `runs:/<run_id>[/<path>]`, and the run's own
-    artifact root (`artifact_uri`, as the tracking server reports it) plus a path. MLflow
-    stores any other source as given (`s3://bucket/<run_id>/artifacts` registered with
-    that run id is somebody else's bucket), so such a version is never taken for an
-    entry's version: its files are not the run's.
-    """
-    prefix = f"runs:/{run_id}"
-    rest: str | None = None
-    if source in (prefix, prefix + "/"):
-        rest = ""
-    elif source.startswith(prefix + "/"):
-        rest = source[len(prefix) + 1 :]
-    elif artifact_uri:
-        root = artifact_uri.rstrip("/")
-        if source.rstrip("/") == root:
-            rest = ""
-        elif source.startswith(root + "/"):
-            rest = source[len(root) + 1 :]
-    if rest is None:
-        return None
-    rest = rest.strip("/")
-    if rest and any(part in ("", ".", "..") for part in rest.split("/")):
-        return None
-    return rest
 
 
 def artifact_uris(observed: ObservedState) -> dict[str, str]:
@@ -153,23 +125,13 @@ def _resolve_run(
     return None, False
 
 
-def _bind_versions(
+def _refuse_renamed(
     model: DesiredModel,
-    current: ObservedModel | None,
-    observed: ObservedState,
-    pending: Mapping[tuple[str, str], PendingRun],
-    unproven: Mapping[tuple[str, str], str],
-    uris: Mapping[str, str],
+    versions: Mapping[int, ObservedVersion],
+    resolved: dict[int, tuple[str | None, bool]],
     problems: list[Problem],
-    changes: list[Change],
-) -> dict[int, Binding]:
-    """`uris`: `artifact_uris(observed)`, built once per diff (it spans every run)."""
-    versions: Mapping[int, ObservedVersion] = current.versions if current else {}
-    claimed: set[int] = set()
-    bindings: dict[int, Binding] = {}
-    resolved: dict[int, tuple[str | None, bool]] = {}
-    for v in model.versions:
-        resolved[v.index] = _resolve_run(model, v, observed, pending, unproven, problems)
+) -> None:
+    """Unresolve a named entry whose run is not the one its version was registered from."""
     for v in model.versions:
         run_id, _ = resolved[v.index]
         if run_id is None or v.run is None or v.run_dir is not None:
@@ -193,6 +155,11 @@ def _bind_versions(
                 )
                 resolved[v.index] = (None, False)
                 break
+
+
+def _check_duplicates(
+    model: DesiredModel, resolved: Mapping[int, tuple[str | None, bool]], problems: list[Problem]
+) -> None:
     seen_runs: dict[tuple[str, str], int] = {}
     for v in model.versions:
         run_id, _ = resolved[v.index]
@@ -210,106 +177,101 @@ def _bind_versions(
             )
         seen_runs[key] = v.index
 
-    # Pinned entries first: a pin names its version outright.
+
+def _pin_problem(
+    model: DesiredModel,
+    v: DesiredVersion,
+    run_id: str | None,
+    ov: ObservedVersion,
+    path: str | None,
+) -> str | None:
+    """Why the version `v` pins cannot be its version (None: it is). `run_id` None: the
+    entry's run awaits sync. `path`: where the version's source is inside its run."""
+    assert v.version is not None
+    if run_id is None:
+        # The entry's run is not logged yet, so no existing version can be it: a
+        # pin on one would bind the alias to another run's version.
+        return (
+            f"version {v.version} of {model.name!r} is registered from run "
+            f"{ov.run_id} ({ov.source}), but this entry's run {v.run_ref} is not "
+            "logged yet (sync would log it as a new run): it cannot be version "
+            f"{v.version}. Remove the pin, or pin the number it will get"
+        )
+    if ov.run_id == run_id and path is None:
+        # one problem per pin, not also 'deleted?'
+        return (
+            f"version {v.version} of {model.name!r} names run {run_id} but its source "
+            f"{ov.source} is not inside that run's artifacts (registered by hand?): it "
+            "is not this entry's version; remove the pin"
+        )
+    if ov.run_id != run_id or path != v.artifact_path:
+        return (
+            f"version {v.version} of {model.name!r} is registered from run {ov.run_id} "
+            f"({ov.source}); a version is immutable and cannot be rebound to "
+            f"{v.run_ref}: remove the pin or declare a new entry"
+        )
+    return None
+
+
+def _accept_pins(
+    model: DesiredModel,
+    versions: Mapping[int, ObservedVersion],
+    registered: Mapping[int, Registered],
+    resolved: Mapping[int, tuple[str | None, bool]],
+    problems: list[Problem],
+) -> tuple[dict[int, int], set[int]]:
+    """The pins that stand (entry index -> version), and the entries whose pin is refused."""
+    pins = pinned(model.versions, versions)
+    standing: dict[int, int] = {}
     refused: set[int] = set()
     for v in model.versions:
+        number = pins.get(v.index)
+        if number is None:
+            continue
         run_id, awaits_sync = resolved[v.index]
-        if v.version is None or v.version not in versions:
-            continue
-        ov = versions[v.version]
-        if run_id is None:
-            if awaits_sync:
-                # The entry's run is not logged yet, so no existing version can be it: a
-                # pin on one would bind the alias to another run's version.
-                problems.append(
-                    Problem(
-                        v.location,
-                        f"versions[{v.index}].version",
-                        f"version {v.version} of {model.name!r} is registered from run "
-                        f"{ov.run_id} ({ov.source}), but this entry's run {v.run_ref} is not "
-                        "logged yet (sync would log it as a new run): it cannot be version "
-                        f"{v.version}. Remove the pin, or pin the number it will get",
-                    )
-                )
-                refused.add(v.index)
+        if run_id is None and not awaits_sync:
             continue  # an unresolvable run was reported by _resolve_run
-        path = source_path(ov.source, ov.run_id, uris.get(ov.run_id))
-        if run_id is not None and ov.run_id == run_id and path is None:
-            problems.append(
-                Problem(
-                    v.location,
-                    f"versions[{v.index}].version",
-                    f"version {v.version} of {model.name!r} names run {run_id} but its source "
-                    f"{ov.source} is not inside that run's artifacts (registered by hand?): it "
-                    "is not this entry's version; remove the pin",
-                )
-            )
-            refused.add(v.index)  # one problem per pin, not also 'deleted?'
-            continue
-        if run_id is not None and (ov.run_id != run_id or path != v.artifact_path):
-            problems.append(
-                Problem(
-                    v.location,
-                    f"versions[{v.index}].version",
-                    f"version {v.version} of {model.name!r} is registered from run {ov.run_id} "
-                    f"({ov.source}); a version is immutable and cannot be rebound to "
-                    f"{v.run_ref}: remove the pin or declare a new entry",
-                )
-            )
+        why = _pin_problem(model, v, run_id, versions[number], registered[number].path)
+        if why is None:
+            standing[v.index] = number
+        else:
+            problems.append(Problem(v.location, f"versions[{v.index}].version", why))
             refused.add(v.index)
-            continue
-        claimed.add(v.version)
-        bindings[v.index] = Binding(model.name, v.index, v.version, ov.run_id, False)
+    return standing, refused
 
-    # Adoption: an existing version of the same run and path is this entry.
-    for v in model.versions:
-        run_id, _ = resolved[v.index]
-        if v.index in bindings or run_id is None or v.version is not None:
-            continue
-        uri = uris.get(run_id)
-        candidates = [
-            ov
-            for n, ov in sorted(versions.items())
-            if n not in claimed
-            and ov.run_id == run_id
-            and source_path(ov.source, run_id, uri) is not None
-        ]
-        exact = [ov for ov in candidates if source_path(ov.source, run_id, uri) == v.artifact_path]
-        pick = (
-            exact[0]
-            if exact
-            else (candidates[0] if candidates and not v.artifact_path_given else None)
+
+def _unreachable_pin(model: DesiredModel, v: DesiredVersion, next_number: int) -> Problem:
+    """The problem of an entry pinned to a number that no new version would get."""
+    assert v.version is not None
+    if v.version < next_number:
+        message = (
+            f"version {v.version} of {model.name!r} is not in the registry (deleted?); "
+            f"MLflow never reuses a version number, so this pinned entry cannot be "
+            f"restored: remove `version: {v.version}` to register {v.run_ref} again "
+            f"as version {next_number}, or remove the entry"
         )
-        if pick is not None:
-            claimed.add(pick.version)
-            bindings[v.index] = Binding(model.name, v.index, pick.version, run_id, False)
+    else:
+        message = f"pinned to version {v.version}, but MLflow would assign {next_number}"
+    return Problem(v.location, f"versions[{v.index}].version", message)
 
-    # Whatever is left gets created, numbered after the highest version observed.
+
+def _create_versions(
+    model: DesiredModel,
+    versions: Mapping[int, ObservedVersion],
+    resolved: Mapping[int, tuple[str | None, bool]],
+    bindings: dict[int, Binding],
+    refused: Collection[int],
+    problems: list[Problem],
+    changes: list[Change],
+) -> None:
+    """Whatever is left gets created, numbered after the highest version observed."""
     next_number = max(versions, default=0) + 1
     for v in model.versions:
         run_id, awaits_sync = resolved[v.index]
         if v.index in bindings or v.index in refused or (run_id is None and not awaits_sync):
             continue
         if v.version is not None and v.version != next_number:
-            if v.version < next_number:
-                problems.append(
-                    Problem(
-                        v.location,
-                        f"versions[{v.index}].version",
-                        f"version {v.version} of {model.name!r} is not in the registry (deleted?); "
-                        f"MLflow never reuses a version number, so this pinned entry cannot be "
-                        f"restored: remove `version: {v.version}` to register {v.run_ref} again "
-                        f"as version {next_number}, or remove the entry",
-                    )
-                )
-            else:
-                problems.append(
-                    Problem(
-                        v.location,
-                        f"versions[{v.index}].version",
-                        f"pinned to version {v.version}, but MLflow would assign {next_number}",
-                    )
-                )
+            problems.append(_unreachable_pin(model, v, next_number))
             continue
         changes.append(
             CreateVersion(
@@ -327,6 +289,42 @@ def _bind_versions(
         )
         bindings[v.index] = Binding(model.name, v.index, next_number, run_id, True)
         next_number += 1
+
+
+def _bind_versions(
+    model: DesiredModel,
+    current: ObservedModel | None,
+    observed: ObservedState,
+    pending: Mapping[tuple[str, str], PendingRun],
+    unproven: Mapping[tuple[str, str], str],
+    uris: Mapping[str, str],
+    problems: list[Problem],
+    changes: list[Change],
+) -> dict[int, Binding]:
+    """`uris`: `artifact_uris(observed)`, built once per diff (it spans every run).
+
+    Binding itself is `regctl.core.binding`: pins first, then adoption (an existing
+    version of the same run and path is this entry); here the pins are checked, and
+    what is left is created.
+    """
+    versions: Mapping[int, ObservedVersion] = current.versions if current else {}
+    resolved: dict[int, tuple[str | None, bool]] = {}
+    for v in model.versions:
+        resolved[v.index] = _resolve_run(model, v, observed, pending, unproven, problems)
+    _refuse_renamed(model, versions, resolved, problems)
+    _check_duplicates(model, resolved, problems)
+    registered = {
+        n: Registered(n, ov.run_id, source_path(ov.source, ov.run_id, uris.get(ov.run_id)))
+        for n, ov in sorted(versions.items())
+    }
+    pins, refused = _accept_pins(model, versions, registered, resolved, problems)
+    runs = {index: run_id for index, (run_id, _) in resolved.items()}
+    bound = bind(model.versions, pins, runs, registered.values())
+    bindings = {
+        index: Binding(model.name, index, number, versions[number].run_id, False)
+        for index, number in bound.items()
+    }
+    _create_versions(model, versions, resolved, bindings, refused, problems, changes)
     return bindings
 
 
