@@ -1,1 +1,13 @@
-"""regctl.commands."""
+"""regctl.commands: the use cases, one module per command, and the wiring they share.
+
+- `planning`: load the inputs (manifests, policies, run directories), observe, prove the
+  runs, diff: the plan that diff, check and apply start from.
+- `review`: the policy review of a plan (subjects, incumbents, verdict) and `check`.
+- `apply`, `sync`, `validate`, `log`, `lease` (take, provenance, unlock), `resolve`,
+  `import_models` (with `importing`, the manifest writer), `schema`.
+- `console`: the console port (show, confirm, progress, stop) the CLI implements.
+
+A use case takes `config.Settings`, an options value and ports, and returns a report; the
+CLI renders it and exits with its code. Imports: everything below (config, engine,
+adapters, render, policy, core, ports, errors); never `regctl.cli` or click.
+"""

@@ -15,7 +15,6 @@ from regctl.commands.console import Console, Silent
 from regctl.commands.lease import provenance, take_lease
 from regctl.commands.planning import Inputs, Planned, load_inputs, make_plan
 from regctl.commands.review import review
-from regctl.commands.sync import lease_sync
 from regctl.config import (
     Settings,
     default_concurrency,
@@ -25,11 +24,12 @@ from regctl.core.model import DesiredState
 from regctl.core.plan import (
     DeleteModel,
     Plan,
+    SyncRun,
     first_difference,
 )
 from regctl.engine.apply import ApplyContext, ApplyReport, apply_plan
 from regctl.engine.lease import Holder, LeaseLost
-from regctl.engine.sync import SyncReport
+from regctl.engine.sync import SyncExecutor, SyncReport, SyncStopped, survey
 from regctl.errors import (
     Aborted,
     ApplyError,
@@ -156,24 +156,19 @@ def _write(
     options: ApplyOptions,
     console: Console,
 ) -> tuple[ApplyReport, SyncReport | None]:
-    """Under the lease: sync the run directories, then apply every change."""
-    sync_report = None
-    run_ids: dict[tuple[str, str], str] = {}
+    """Under the lease: the plan, its sync steps included, through apply's interpreter."""
     workers = options.concurrency or default_concurrency(settings)
+    executor = None
     if planned.items and not options.no_sync:
-        sync_report = lease_sync(
-            lease,
-            planned.items,
-            registry,
-            console.sync_progress,
-            workers,
-            ledger=planned.observed.ledger,
-            known=inputs.proven,
-        )
-        run_ids.update(sync_report.run_ids)
+        executor = _sync_executor(registry, lease, planned, inputs, console, workers)
     tag, _, _ = provenance(settings)
     ctx = ApplyContext(
-        writer=registry, reader=registry, run_ids=run_ids, provenance=tag, holding=lease.holding
+        writer=registry,
+        reader=registry,
+        run_ids=dict(executor.report.run_ids) if executor is not None else {},
+        sync=executor,
+        provenance=tag,
+        holding=lease.holding,
     )
 
     def stop() -> bool:
@@ -184,13 +179,53 @@ def _write(
         report = apply_plan(
             planned.plan, ctx, progress=console.progress, should_stop=stop, concurrency=workers
         )
+    except SyncStopped:
+        lease.ensure()
+        raise
     except ApplyError as err:
         if lease.holding():
             raise
         raise LeaseLost(
             f"{lease.lost_message()}; applied {err.done} of {err.total} changes, run apply again"
         ) from None
-    return report, sync_report
+    return report, executor.report if executor is not None else None
+
+
+def _sync_executor(
+    registry: Registry,
+    lease: Holder,
+    planned: Planned,
+    inputs: Inputs,
+    console: Console,
+    workers: int,
+) -> SyncExecutor:
+    """Check the run directories again under the lease; resume what an interrupted sync
+    left (a proven run still RUNNING or FAILED: not a change of the plan, whose SyncRun
+    steps are the runs not logged at all), and hand the plan's steps to the interpreter."""
+    lease.check()
+    found = survey(
+        planned.items,
+        registry,
+        workers=workers,
+        ledger=planned.observed.ledger,
+        known=inputs.proven,
+    )
+    executor = SyncExecutor(
+        found,
+        registry,
+        progress=console.sync_progress,
+        workers=workers,
+        should_stop=lease.should_stop,
+    )
+    in_plan = {(c.experiment, c.run_name) for c in planned.plan.changes if isinstance(c, SyncRun)}
+    try:
+        for key in found.steps:
+            if key not in in_plan:
+                executor.run(key)
+    except SyncStopped:
+        lease.ensure()
+        raise
+    return executor
 
 
 def _verify(

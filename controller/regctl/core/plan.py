@@ -65,7 +65,8 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class SyncRun(Change):
-    """Log a run directory as a new MLflow run (done by sync before any registry write)."""
+    """Log a run directory as a new MLflow run: apply's first phase, before any registry
+    write (engine.sync.SyncExecutor does it)."""
 
     verb: ClassVar[str] = "sync_run"
     symbol: ClassVar[str] = "+"
@@ -78,7 +79,7 @@ class SyncRun(Change):
     digest: str = ""
 
     def lane(self) -> tuple[Any, ...]:
-        return (self.experiment, "run", self.run_name)
+        return ("sync",)  # one run directory after another; its files upload concurrently
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import singledispatch
-from typing import Any
+from typing import Any, Protocol
 
 from regctl.core.model import ENTRY_TAG, PROVENANCE_TAG, entry_identity
 from regctl.core.plan import (
@@ -35,13 +35,25 @@ from regctl.errors import AlreadyExists, ApplyError, RegistryError
 from regctl.ports import RegistryReader, RegistryWriter
 
 
+class SyncSteps(Protocol):
+    """How apply's interpreter executes a SyncRun (engine.sync.SyncExecutor)."""
+
+    def run(self, key: tuple[str, str]) -> str:
+        """Log the run of (experiment, run name); its run id."""
+
+    def finish(self) -> object:
+        """Record what the sync steps proved (once, after the last of them)."""
+
+
 @dataclass
 class ApplyContext:
-    """What handlers share: the ports, run ids that sync produced, versions created."""
+    """What handlers share: the ports, the sync executor and the run ids it produced,
+    the versions created."""
 
     writer: RegistryWriter
     reader: RegistryReader
-    run_ids: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    run_ids: dict[tuple[str, str], str] = field(default_factory=dict)
+    sync: SyncSteps | None = None
     created: dict[tuple[str, int], int] = field(default_factory=dict)
     provenance: str = ""
     sleep: Callable[[float], None] = time.sleep
@@ -72,8 +84,12 @@ def _handle(change: Change, ctx: ApplyContext) -> None:
 
 @_handle.register
 def _(change: SyncRun, ctx: ApplyContext) -> None:
-    # Sync runs before apply (commands.apply); here it only has to have happened.
-    if (change.experiment, change.run_name) not in ctx.run_ids:
+    key = (change.experiment, change.run_name)
+    if ctx.sync is not None:
+        run_id = ctx.sync.run(key)
+        with ctx.lock:
+            ctx.run_ids[key] = run_id
+    elif key not in ctx.run_ids:  # --no-sync: the run must be logged already
         raise ApplyError(f"run {change.run_name!r} was not synced", done=0, total=0)
 
 
@@ -224,7 +240,8 @@ def provenance_records(ctx: ApplyContext) -> dict[str, str]:
         return {}
     by_model: dict[str, list[Change]] = {}
     for change in ctx.done:
-        by_model.setdefault(change.model, []).append(change)
+        if not isinstance(change, SyncRun):  # runs get no regctl tags: theirs are people's
+            by_model.setdefault(change.model, []).append(change)
     out = {}
     for model, changes in sorted(by_model.items()):
         if any(isinstance(c, DeleteModel) for c in changes):
@@ -258,6 +275,16 @@ def _record_provenance(ctx: ApplyContext, pool: ThreadPoolExecutor) -> str | Non
     return error
 
 
+def _finish_sync(ctx: ApplyContext, state: _Progress) -> bool:
+    """After the sync phase: record what it proved on the ledger, before any registry write."""
+    assert ctx.sync is not None
+    try:
+        ctx.sync.finish()
+    except RegistryError as err:
+        state.fail(str(err))
+    return True
+
+
 def apply_plan(
     plan: Plan,
     ctx: ApplyContext,
@@ -271,20 +298,27 @@ def apply_plan(
     Stops at the first failure (after the writes in flight) with an ApplyError that says
     how many changes were applied; `should_stop` ends it the same way between writes.
     """
-    changes = [c for c in plan.changes if not isinstance(c, SyncRun)]
+    changes = list(plan.changes)
     total = len(changes)
     state = _Progress(total, progress)
     phases: dict[int, dict[tuple[Any, ...], list[Change]]] = {}
     for change in changes:
         phases.setdefault(change.phase, {}).setdefault(change.lane(), []).append(change)
+    synced = ctx.sync is None
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for phase in sorted(phases):
+            if not synced and phase > SyncRun.phase:
+                synced = _finish_sync(ctx, state)
+                if state.error is not None:
+                    break
             lanes = list(phases[phase].values())
             futures = [pool.submit(_run_lane, items, ctx, state, should_stop) for items in lanes]
             for future in futures:
                 future.result()
             if state.error is not None:
                 break
+        if not synced and state.error is None:
+            _finish_sync(ctx, state)
         if ctx.holding():
             recorded = _record_provenance(ctx, pool)
             if state.error is None and recorded is not None:

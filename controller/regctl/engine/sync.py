@@ -126,29 +126,69 @@ def pending_runs(
     return out
 
 
-def sync(
+@dataclass
+class Survey:
+    """What sync found before writing anything: the checks passed, and one step per item
+    to log (`proof` None: a new run) or resume (a proven run left RUNNING or FAILED).
+    Finished, proven runs are in `report.run_ids` and `report.skipped` already."""
+
+    report: SyncReport
+    steps: dict[tuple[str, str], tuple[SyncItem, Proof | None]]
+    exp_ids: dict[str, str]
+    found: dict[tuple[str, str], RunRef]
+    to_record: dict[str, str]
+
+
+def survey(
     items: Sequence[SyncItem],
     store: SyncStore,
     *,
-    dry_run: bool = False,
-    progress: Progress | None = None,
     workers: int = 1,
     ledger: Mapping[str, str] | None = None,
     known: dict[str, str] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> SyncReport:
-    """Log every item (see module doc). Raises before any write if any item conflicts.
-
-    A logged run of an item's name is that item's run only when `regctl.engine.proof` proves it
-    from content; otherwise sync refuses, naming the run and what differs. Proofs that the
-    ledger does not hold yet are recorded there (not on a dry run). `ledger` is the ledger
-    as the caller already read it (else it is read here: one request); `known` holds the
-    digests this process proved already (see `regctl.proof.prove`). `should_stop` is asked
-    before every write (the lease was lost): then SyncStopped.
-    """
+) -> Survey:
+    """Read and check everything sync would do; raises InputError (every problem, with
+    its manifest line) before any write. `ledger` is the ledger as the caller already read
+    it (else it is read here: one request); `known` holds the digests this process proved
+    already (see `regctl.engine.proof.prove`)."""
     report = SyncReport()
-    exp_names = sorted({i.experiment for i in items})
-    exp_ids = store.experiments(exp_names)
+    exp_ids = store.experiments(sorted({i.experiment for i in items}))
+    found, problems = _logged_runs(items, store, exp_ids)
+    if ledger is None:
+        ledger = ledger_entries(store.model_tags(LEDGER_MODEL)) if found else {}
+    claims = [(i.experiment, i.record) for i in items if i.key in found]
+    proofs = prove(claims, found, store, ledger, known=known, workers=workers)
+    for item in items:
+        proof = proofs.get(item.key)
+        if proof is not None:
+            report.warnings.extend(f"{item.display}: {w}" for w in proof.warnings)
+            if not proof.proven:
+                problems.append(Problem(item.location, "run_dir", proof.message(item.display)))
+    for item in items:
+        report.warnings.extend(f"{item.display}: {w}" for w in item.record.warnings)
+        report.warnings.extend(
+            f"{item.display}: skipped {s.rel_path}: {s.reason}" for s in item.record.skipped
+        )
+    if problems:
+        raise InputError(problems)
+    to_record = digests_of(proofs.values())
+    report.unrecorded = sorted(to_record)
+    steps: dict[tuple[str, str], tuple[SyncItem, Proof | None]] = {}
+    for item in items:
+        proof = proofs.get(item.key)
+        if proof is not None and proof.finished:
+            report.run_ids[item.key] = proof.run_id
+            report.skipped.append(item.record.run_name)
+        else:
+            steps[item.key] = (item, proof)
+            report.pending.append(item.record.run_name)
+    return Survey(report, steps, exp_ids, found, to_record)
+
+
+def _logged_runs(
+    items: Sequence[SyncItem], store: SyncStore, exp_ids: Mapping[str, str]
+) -> tuple[dict[tuple[str, str], RunRef], list[Problem]]:
+    """The one logged run of each item's name; a name logged twice is a problem."""
     found: dict[tuple[str, str], RunRef] = {}
     problems: list[Problem] = []
     wanted: dict[str, list[str]] = {}
@@ -167,74 +207,92 @@ def sync(
             )
         else:
             found[(exp, name)] = refs[0]
-    if ledger is None:
-        ledger = ledger_entries(store.model_tags(LEDGER_MODEL)) if found else {}
-    claims = [(i.experiment, i.record) for i in items if i.key in found]
-    proofs = prove(claims, found, store, ledger, known=known, workers=workers)
-    for item in items:
-        proof = proofs.get(item.key)
-        if proof is None:
-            continue
-        report.warnings.extend(f"{item.display}: {w}" for w in proof.warnings)
-        if not proof.proven:
-            problems.append(Problem(item.location, "run_dir", proof.message(item.display)))
-    for item in items:
-        report.warnings.extend(f"{item.display}: {w}" for w in item.record.warnings)
-        report.warnings.extend(
-            f"{item.display}: skipped {s.rel_path}: {s.reason}" for s in item.record.skipped
+    return found, problems
+
+
+class SyncExecutor:
+    """Executes a survey's steps, one run directory at a time (`run`), then records the
+    proven runs on the ledger (`finish`). apply's interpreter calls `run` for each SyncRun
+    change of the plan; `regctl sync` calls it for every step. `should_stop` is asked
+    before every write (the lease was lost, or SIGTERM): then SyncStopped."""
+
+    def __init__(
+        self,
+        found: Survey,
+        store: SyncStore,
+        *,
+        progress: Progress | None = None,
+        workers: int = 1,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.survey = found
+        self.store = store
+        self.workers = workers
+        self.should_stop = should_stop
+        todo = list(found.steps.values())
+        self.counter = _Uploads(
+            sum(len(i.record.files) for i, _ in todo),
+            sum(f.size for i, _ in todo for f in i.record.files),
+            progress,
         )
-    if problems:
-        raise InputError(problems)
+        self.data = store.run_data([p.run_id for _, p in todo if p is not None]) if todo else {}
+        self.lock = threading.Lock()
 
-    to_record = digests_of(proofs.values())
-    report.unrecorded = sorted(to_record)
-    todo: list[tuple[SyncItem, Proof | None]] = []
-    for item in items:
-        proof = proofs.get(item.key)
-        if proof is not None and proof.finished:
-            report.run_ids[item.key] = proof.run_id
-            report.skipped.append(item.record.run_name)
-        else:
-            todo.append((item, proof))
-            report.pending.append(item.record.run_name)
-    if dry_run:
-        return report
+    @property
+    def report(self) -> SyncReport:
+        return self.survey.report
 
-    def halt(what: str) -> None:
-        if should_stop is not None and should_stop():
+    def halt(self, what: str) -> None:
+        if self.should_stop is not None and self.should_stop():
             raise SyncStopped(f"sync stopped before {what}")
 
-    if not todo:
-        if to_record:
-            halt("recording proven runs on the ledger")
-        record(store, to_record)
-        return report
-
-    counter = _Uploads(
-        sum(len(i.record.files) for i, _ in todo),
-        sum(f.size for i, _ in todo for f in i.record.files),
-        progress,
-    )
-    data = store.run_data([p.run_id for _, p in todo if p is not None])
-    for item, proof in todo:
-        exp_id = exp_ids.get(item.experiment)
-        if exp_id is None:
-            halt(f"creating experiment {item.experiment!r}")
-            exp_id = store.create_experiment(item.experiment)
-            exp_ids[item.experiment] = exp_id
+    def run(self, key: tuple[str, str]) -> str:
+        """Log or resume the run of item `key`; its run id (a finished run's, untouched)."""
+        if key in self.report.run_ids:
+            return self.report.run_ids[key]
+        item, proof = self.survey.steps[key]
+        exp_id = self._experiment(item.experiment)
         now = int(time.time() * 1000)
+        self.halt(f"logging {item.display}")
         have: Mapping[str, int] = {}
-        halt(f"logging {item.display}")
         if proof is None:
-            ref = store.create_run(exp_id, item.record.run_name, now)
-            report.created.append(item.record.run_name)
+            ref = self.store.create_run(exp_id, item.record.run_name, now)
+            self.report.created.append(item.record.run_name)
             logged = RunData(ref, {}, {}, {})
         else:
-            ref = found[item.key]
-            report.resumed.append(item.record.run_name)
-            logged = data.get(ref.run_id, RunData(ref, {}, {}, {}))
+            ref = self.survey.found[item.key]
+            self.report.resumed.append(item.record.run_name)
+            logged = self.data.get(ref.run_id, RunData(ref, {}, {}, {}))
             have = proof.present or {}
-        report.run_ids[item.key] = ref.run_id
+        self.report.run_ids[item.key] = ref.run_id
+        self._log_values(item, ref, logged, now)
+        self._upload(item, ref, have)
+        self.halt(f"finishing {item.display}")
+        self.store.finish_run(ref.run_id, "FINISHED", int(time.time() * 1000))
+        self.survey.to_record[ref.run_id] = item.record.digest
+        return ref.run_id
+
+    def run_all(self) -> None:
+        for key in list(self.survey.steps):
+            self.run(key)
+
+    def finish(self) -> SyncReport:
+        """Record the proven runs on the ledger (one request, none when nothing is new)."""
+        if self.survey.to_record:
+            self.halt("recording proven runs on the ledger")
+        record(self.store, self.survey.to_record)
+        return self.report
+
+    def _experiment(self, name: str) -> str:
+        with self.lock:
+            exp_id = self.survey.exp_ids.get(name)
+            if exp_id is None:
+                self.halt(f"creating experiment {name!r}")
+                exp_id = self.store.create_experiment(name)
+                self.survey.exp_ids[name] = exp_id
+            return exp_id
+
+    def _log_values(self, item: SyncItem, ref: RunRef, logged: RunData, now: int) -> None:
         params = {k: v for k, v in item.record.params.items() if k not in logged.params}
         metrics = {
             k: v
@@ -242,29 +300,48 @@ def sync(
             if k not in logged.metrics or not same_metric(logged.metrics[k], v)
         }
         if params or metrics:
-            store.log_batch(ref.run_id, params, metrics, now)
+            self.store.log_batch(ref.run_id, params, metrics, now)
+
+    def _upload(self, item: SyncItem, ref: RunRef, have: Mapping[str, int]) -> None:
         missing = []
         for f in item.record.files:
             if have.get(f.rel_path) == f.size:  # proven: same size and sha256
-                counter.add(0, f.size, uploaded=False)
+                self.counter.add(0, f.size, uploaded=False)
             else:
                 missing.append(f)
 
-        def upload(f: RunFile, ref: RunRef = ref, item: SyncItem = item) -> None:
+        def upload(f: RunFile) -> None:
             local = str(Path(item.record.run_dir, *f.rel_path.split("/")))
             _check_regular(local, item)
-            halt(f"uploading {item.display}/{f.rel_path}")
-            store.upload_artifact(ref, local, f.rel_path)
-            counter.add(1, f.size, uploaded=True)
+            self.halt(f"uploading {item.display}/{f.rel_path}")
+            self.store.upload_artifact(ref, local, f.rel_path)
+            self.counter.add(1, f.size, uploaded=True)
 
-        _run_all(upload, missing, workers)
-        report.files, report.bytes = counter.files, counter.bytes
-        halt(f"finishing {item.display}")
-        store.finish_run(ref.run_id, "FINISHED", int(time.time() * 1000))
-        to_record[ref.run_id] = item.record.digest
-    halt("recording proven runs on the ledger")
-    record(store, to_record)
-    return report
+        _run_all(upload, missing, self.workers)
+        self.report.files, self.report.bytes = self.counter.files, self.counter.bytes
+
+
+def sync(
+    items: Sequence[SyncItem],
+    store: SyncStore,
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    workers: int = 1,
+    ledger: Mapping[str, str] | None = None,
+    known: dict[str, str] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SyncReport:
+    """Log every item (see module doc): `survey`, then (unless `dry_run`) execute every
+    step and record the proofs. Raises before any write if any item conflicts."""
+    found = survey(items, store, workers=workers, ledger=ledger, known=known)
+    if dry_run:
+        return found.report
+    executor = SyncExecutor(
+        found, store, progress=progress, workers=workers, should_stop=should_stop
+    )
+    executor.run_all()
+    return executor.finish()
 
 
 class SyncStopped(RegctlError):
