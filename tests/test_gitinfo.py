@@ -13,8 +13,9 @@ import git
 import pytest
 
 from regctl.adapters.git import Commit, changed_files, file_history, files_at, provenance
-from regctl.core.history import Event, promotions, render_log
+from regctl.core.history import Event, promotions
 from regctl.errors import InputError, RegctlError
+from regctl.render.history import render_log
 
 CONTROLLER = Path(__file__).resolve().parents[1] / "controller"
 

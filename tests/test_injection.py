@@ -43,8 +43,9 @@ from markdown_it.token import Token
 
 from regctl import escape
 from regctl.adapters.git import Commit
-from regctl.core.history import Event, render_log
+from regctl.core.history import Event
 from regctl.core.importplan import ImportedModel, ImportReport
+from regctl.render.history import render_log
 from regctl.render.importing import render_report as render_import
 
 from conftest import REPO, Server

@@ -9,10 +9,11 @@ from regctl.adapters import git as gitinfo
 from regctl.config import (
     Settings,
 )
-from regctl.core.history import promotions, render_log
+from regctl.core.history import promotions
 from regctl.errors import (
     InputError,
 )
+from regctl.render.history import render_log
 
 if TYPE_CHECKING:
     pass

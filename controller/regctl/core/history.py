@@ -12,12 +12,10 @@ one, so no move is lost, only attributed to the commit that made the file valid 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from regctl import escape
 from regctl.adapters.yamlfile import parse_documents
 from regctl.errors import InputError
 
@@ -25,9 +23,6 @@ if TYPE_CHECKING:
     # Only for annotations: importing gitinfo at run time is harmless (it imports git
     # lazily), but this module needs nothing from it but the shape of a Commit.
     from regctl.adapters.git import Commit
-
-FORMAT_VERSION = 1
-"""Version of the JSON that `render_log(..., "json")` writes."""
 
 NONE = "(none)"
 
@@ -198,44 +193,3 @@ def promotions(
         if moves:
             events.append(Event(commit, tuple(moves), notes))
     return events
-
-
-def render_log(model: str, events: Sequence[Event], fmt: str, *, alias: str | None = None) -> str:
-    """Events as `text` (one block per commit) or versioned `json`, in the given order.
-
-    Text: a header line `date  author  short  subject`, then the moves and notes
-    indented. JSON: `{"format_version": 1, "model", "alias", "events": [...]}`.
-    """
-    if fmt == "json":
-        doc = {
-            "format_version": FORMAT_VERSION,
-            "model": model,
-            "alias": alias,
-            "events": [
-                {
-                    "commit": e.commit.sha,
-                    "short": e.commit.short,
-                    "date": e.commit.date,
-                    "author": e.commit.author,
-                    "subject": e.commit.subject,
-                    "moves": list(e.moves),
-                    "notes": list(e.notes),
-                }
-                for e in events
-            ],
-        }
-        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
-    if fmt != "text":
-        raise ValueError(f"unknown format {fmt!r} (text, json)")
-    if not events:
-        what = f"alias {alias} of {model}" if alias else model
-        return escape.text(f"No promotions of {what} in the git history.") + "\n"
-    blocks = []
-    for e in events:
-        c = e.commit
-        # Commit subjects, author names and manifest values are anyone's text.
-        lines = [escape.text(f"{c.date}  {c.author}  {c.short}  {c.subject}")]
-        lines += [escape.text(f"    {m}") for m in e.moves]
-        lines += [escape.text(f"    ! {n}") for n in e.notes]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"

@@ -4,6 +4,7 @@
 - `policy`: a policy report in every format.
 - `resolve`: what `regctl resolve` prints.
 - `importing`: the import report.
+- `history`: what `regctl log` prints.
 
 Every string from the registry, a run directory or a plan file is hostile: it goes
 through `regctl.escape` (one module, used by every format) for the format it lands in.

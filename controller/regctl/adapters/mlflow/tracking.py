@@ -10,7 +10,6 @@ from pathlib import Path
 from regctl.adapters.mlflow.client import StoreClient, _run_ref
 from regctl.core.model import RunRef
 from regctl.errors import RegistryError
-from regctl.ports import ArtifactInfo
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
@@ -59,19 +58,6 @@ class TrackingWrites(StoreClient):
                     tags=[],
                 ),
             )
-
-    def list_artifacts(self, run: RunRef) -> list[ArtifactInfo]:
-        repo = self._artifact_repo(run)
-        out: list[ArtifactInfo] = []
-        pending: list[str | None] = [None]
-        while pending:
-            path = pending.pop()
-            for info in self._call("list artifacts", lambda p=path: repo.list_artifacts(p)):  # type: ignore[misc]
-                if info.is_dir:
-                    pending.append(info.path)
-                else:
-                    out.append(ArtifactInfo(info.path, int(info.file_size or 0)))
-        return sorted(out, key=lambda a: a.path)
 
     def upload_artifact(self, run: RunRef, local_path: str, rel_path: str) -> None:
         repo = self._artifact_repo(run)

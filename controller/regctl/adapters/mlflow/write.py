@@ -37,12 +37,6 @@ class RegistryWrites(StoreClient):
             lambda: self._registry.set_registered_model_tag(name, RegisteredModelTag(key, value)),
         )
 
-    def delete_model_tag(self, name: str, key: str) -> None:
-        self._call(
-            "delete registered model tag",
-            lambda: self._registry.delete_registered_model_tag(name, key),
-        )
-
     def create_version(
         self, name: str, source: str, run_id: str, description: str | None, tags: Mapping[str, str]
     ) -> int:
@@ -90,16 +84,6 @@ class RegistryWrites(StoreClient):
         self._call(
             "update model version",
             lambda: self._registry.update_model_version(name, str(version), description),
-        )
-
-    def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
-        from mlflow.entities.model_registry import ModelVersionTag
-
-        self._call(
-            "set model version tag",
-            lambda: self._registry.set_model_version_tag(
-                name, str(version), ModelVersionTag(key, value)
-            ),
         )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
