@@ -1,4 +1,5 @@
-"""Tests of the run-directory reader (regctl.adapters.rundir): no server, real files in tmp_path."""
+"""Tests of the run-directory reader (regctl.adapters.rundir, regctl.core.runs and
+regctl.core.runschema): no server, real files in tmp_path."""
 
 from __future__ import annotations
 
@@ -15,15 +16,8 @@ from typing import Any
 
 import pytest
 
-from regctl.adapters.rundir import (
-    PATH_PARAMS,
-    RunFile,
-    RunRecord,
-    Skipped,
-    open_run_file,
-    read_run_dir,
-    run_name_problem,
-)
+from regctl.adapters.rundir import open_run_file, read_run_dir
+from regctl.core.runs import PATH_PARAMS, RunFile, RunRecord, Skipped, run_name_problem
 from regctl.errors import InputError, Location
 
 REPO = Path(__file__).resolve().parents[1]

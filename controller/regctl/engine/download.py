@@ -39,8 +39,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from regctl.adapters.rundir import relative_inside
 from regctl.core.model import PROVENANCE_PREFIX, ObservedModel, ObservedVersion, RunRef, frozen_map
+from regctl.core.runs import relative_inside
 from regctl.engine.resolved import (
     DestinationExists,
     Downloaded,

@@ -45,8 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
-from regctl.adapters.rundir import PATH_PARAMS, RunRecord, relative_inside
 from regctl.core.model import LEDGER_MODEL, LEDGER_TAG_PREFIX, RunRef
+from regctl.core.runs import PATH_PARAMS, RunRecord, relative_inside
 from regctl.errors import AlreadyExists
 from regctl.ports import ArtifactInfo, ArtifactReader, RegistryReader, RunData
 

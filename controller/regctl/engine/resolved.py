@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regctl.adapters.rundir import relative_inside
+from regctl.core.runs import relative_inside
 from regctl.errors import RegctlError
 from regctl.ports import ArtifactInfo
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from regctl.adapters.rundir import RunFile, RunRecord, read_run_dir
+from regctl.adapters.rundir import read_run_dir
 from regctl.core.diff import PendingRun
 from regctl.core.model import LEDGER_MODEL, DesiredState, RunRef, ledger_entries
+from regctl.core.runs import RunFile, RunRecord
 from regctl.engine.proof import LedgerWriter, Proof, digests_of, prove, record, same_metric
 from regctl.errors import InputError, Location, Problem, RegctlError
 from regctl.ports import ArtifactReader, RegistryReader, RunData, TrackingWriter, runs_by_name
