@@ -5,7 +5,8 @@
   it touches), Plan, and the strict parser of a saved plan's JSON.
 - `binding`: which registry version a manifest entry is (shared by diff and import).
 - `diff`: desired + observed -> Plan.
-- `runs`: run directory values and the metadata-schema derivation of params and metrics.
+- `runs`: run directory values (RunFile, RunRecord, the content digest); `runschema`: the
+  metadata-schema derivation of params and metrics from parsed files.
 - `importplan`: what `regctl import` would declare, and matching existing manifests.
 - `history`: promotions from a manifest's git history.
 - `uris`: tracking and registry URI checks.
