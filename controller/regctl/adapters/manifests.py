@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from regctl.adapters.yamlfile import Document, dotted, load_documents, parse_documents, read_limit
 from regctl.core.model import (
@@ -27,6 +27,7 @@ from regctl.core.model import (
     frozen_map,
     is_lease_model,
 )
+from regctl.core.spec import Strict
 from regctl.errors import InputError, Location, Problem, type_name
 
 API_VERSION = "regctl/v1"
@@ -39,11 +40,7 @@ NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Description = Annotated[str, StringConstraints(max_length=5000)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class VersionSpec(_Strict):
+class VersionSpec(Strict):
     """One entry of `versions:`: a model version identified by its run and artifact path."""
 
     run: NonEmpty | None = Field(None, description="Run name, resolved inside `experiment`.")
@@ -61,7 +58,7 @@ class VersionSpec(_Strict):
     aliases: list[NonEmpty] = Field(default_factory=list, description="Aliases on this version.")
 
 
-class ManifestSpec(_Strict):
+class ManifestSpec(Strict):
     """`kind: RegisteredModel`: the desired state of one registered model."""
 
     apiVersion: Literal["regctl/v1"]

@@ -97,14 +97,17 @@ def apply(
     if saved is not None and options.plan_file is not None:
         _same_inputs(saved, options.plan_file, inputs)
 
-    def judged() -> tuple[Planned, Review | None]:
-        planned = make_plan(
+    def plan_now() -> Planned:
+        return make_plan(
             settings,
             registry,
             prune=options.prune,
             allow_mass_delete=options.allow_mass_delete,
             inputs=inputs,
         )
+
+    def judged() -> tuple[Planned, Review | None]:
+        planned = plan_now()
         # A saved plan is never executed: it is the plan made now, from the checked-out
         # manifests and policies and the live registry, that is judged and applied, and
         # only when its changes are exactly the saved ones (SPEC section 6).
@@ -126,13 +129,7 @@ def apply(
         raise Aborted("apply cancelled; nothing was written")
     lease = take_lease(settings, registry, options.lock_timeout)
     try:
-        planned = make_plan(
-            settings,
-            registry,
-            prune=options.prune,
-            allow_mass_delete=options.allow_mass_delete,
-            inputs=inputs,
-        )
+        planned = plan_now()
         if planned.plan.empty:  # another writer did it meanwhile: nothing left to do
             return ApplyOutcome(planned.plan, verdict, None, None, None)
         if planned.plan.changes != shown.plan.changes:

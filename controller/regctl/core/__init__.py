@@ -10,6 +10,7 @@
 - `importplan`: what `regctl import` would declare, and matching existing manifests.
 - `history`: promotions from a manifest's git history.
 - `uris`: tracking and registry URI checks.
+- `spec`: `Strict`, the base of every YAML document schema.
 
 Imports: `regctl.errors`, `regctl.escape`, `regctl.adapters.yamlfile` (parsing text with
 line numbers) and each other. Tested without a server: tests/test_core_cases.py and

@@ -15,15 +15,14 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainValidator,
     StringConstraints,
     WithJsonSchema,
 )
 
+from regctl.core.spec import Strict
 from regctl.errors import type_name
 from regctl.policy.values import Relative
 
@@ -31,12 +30,6 @@ __all__ = ["MatchSpec", "MetricBoundSpec", "PolicySpec", "RuleSpec", "WaiverSpec
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PERCENT_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*$")
-
-
-class _Strict(BaseModel):
-    # The configuration of adapters.manifests' specs (unknown keys are errors, no
-    # coercion), repeated here so that the policy schemas need not import an adapter.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 def _name(value: str) -> str:
@@ -153,7 +146,7 @@ ParamValues = Annotated[
 ]
 
 
-class MetricBoundSpec(_Strict):
+class MetricBoundSpec(Strict):
     """Bounds of one metric: absolute (`min`, `max`) or, with `compare_to`, relative."""
 
     min: Number | None = Field(None, description="Lowest value allowed (inclusive).")
@@ -166,7 +159,7 @@ class MetricBoundSpec(_Strict):
     )
 
 
-class RuleSpec(_Strict):
+class RuleSpec(Strict):
     """One rule: a name, a severity, an optional alias scope and exactly one check."""
 
     name: Name
@@ -194,13 +187,13 @@ class RuleSpec(_Strict):
     )
 
 
-class MatchSpec(_Strict):
+class MatchSpec(Strict):
     """Which versions a policy judges: each param equal to the value or one of the list."""
 
     params: dict[NonEmpty, ParamValues] = Field(default_factory=dict)
 
 
-class PolicySpec(_Strict):
+class PolicySpec(Strict):
     """`kind: Policy`: named rules for the versions whose run params match."""
 
     apiVersion: Literal["regctl/v1"]
@@ -210,7 +203,7 @@ class PolicySpec(_Strict):
     rules: list[RuleSpec]
 
 
-class WaiverSpec(_Strict):
+class WaiverSpec(Strict):
     """`kind: Waiver`: one rule of one policy does not deny one run of one model until expiry."""
 
     apiVersion: Literal["regctl/v1"]
