@@ -12,6 +12,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -173,60 +174,99 @@ def alias_problem(alias: str) -> str | None:
     return None
 
 
+_EMPTY_DESCRIPTION = "empty: write description: '' to clear it, or remove the key"
+
+
 def _check_model(
     spec: ManifestSpec, doc: Document, repo: Path, exists: Callable[[Path], bool]
 ) -> list[Problem]:
-    problems: list[Problem] = []
-
-    def at(path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
-        problems.append(Problem(doc.location(path, key=key), dotted(path), message))
-
-    if isinstance(doc.value, dict) and "description" in doc.value and spec.description is None:
-        at(("description",), "empty: write description: '' to clear it, or remove the key")
-    for i, raw in enumerate(doc.value.get("versions") or [] if isinstance(doc.value, dict) else []):
-        if isinstance(raw, dict) and "description" in raw and raw["description"] is None:
-            at(
-                ("versions", i, "description"),
-                "empty: write description: '' to clear it, or remove the key",
-            )
-    if is_lease_model(spec.name):
-        at(("name",), f"{spec.name!r} is the name of regctl's apply lease, not a model's")
-    elif spec.name.casefold() == LEDGER_MODEL:
-        at(("name",), f"{spec.name!r} is the name of regctl's ledger of proven runs")
-    for key in spec.tags:
-        if key.startswith(PROVENANCE_PREFIX):
-            at(
-                ("tags", key),
-                f"tag keys starting with {PROVENANCE_PREFIX!r} belong to regctl",
-                key=True,
-            )
-    seen_alias: dict[str, tuple[str, int]] = {}
-    seen_run: dict[tuple[str, str], int] = {}
-    seen_pin: dict[int, int] = {}
+    checks = _ModelChecks(spec, doc, repo, exists)
+    checks.empty_descriptions()
+    checks.name_and_tags()
     for i, v in enumerate(spec.versions):
         base: tuple[str | int, ...] = ("versions", i)
+        checks.version_run(v, base)
+        checks.version_paths(v, base)
+        checks.version_unique(v, i, base)
+        checks.aliases(v, base)
+    return checks.problems
+
+
+@dataclass
+class _ModelChecks:
+    """The checks of one manifest that its schema cannot say; problems in check order."""
+
+    spec: ManifestSpec
+    doc: Document
+    repo: Path
+    exists: Callable[[Path], bool]
+    problems: list[Problem] = field(default_factory=list)
+    seen_alias: dict[str, tuple[str, int]] = field(default_factory=dict)
+    seen_run: dict[tuple[str, str], int] = field(default_factory=dict)
+    seen_pin: dict[int, int] = field(default_factory=dict)
+
+    def at(self, path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
+        self.problems.append(Problem(self.doc.location(path, key=key), dotted(path), message))
+
+    def empty_descriptions(self) -> None:
+        """A `description:` with no value reads as null: say how to write what was meant."""
+        spec, doc, at = self.spec, self.doc, self.at
+        if isinstance(doc.value, dict) and "description" in doc.value and spec.description is None:
+            at(("description",), _EMPTY_DESCRIPTION)
+        for i, raw in enumerate(
+            doc.value.get("versions") or [] if isinstance(doc.value, dict) else []
+        ):
+            if isinstance(raw, dict) and "description" in raw and raw["description"] is None:
+                at(("versions", i, "description"), _EMPTY_DESCRIPTION)
+
+    def name_and_tags(self) -> None:
+        """The model's name and tag keys must not be regctl's own."""
+        spec, at = self.spec, self.at
+        if is_lease_model(spec.name):
+            at(("name",), f"{spec.name!r} is the name of regctl's apply lease, not a model's")
+        elif spec.name.casefold() == LEDGER_MODEL:
+            at(("name",), f"{spec.name!r} is the name of regctl's ledger of proven runs")
+        for key in spec.tags:
+            if key.startswith(PROVENANCE_PREFIX):
+                at(
+                    ("tags", key),
+                    f"tag keys starting with {PROVENANCE_PREFIX!r} belong to regctl",
+                    key=True,
+                )
+
+    def version_run(self, v: VersionSpec, base: tuple[str | int, ...]) -> None:
+        """Exactly one of `run` and `run_id`, and each one usable."""
+        at = self.at
         if v.run is None and v.run_id is None:
             at(base, "give the version's run: `run` (a run name) or `run_id`")
         if v.run is not None and v.run_id is not None:
             at((*base, "run_id"), "give `run` or `run_id`, not both", key=True)
-        if v.run is not None and spec.experiment is None:
+        if v.run is not None and self.spec.experiment is None:
             at((*base, "run"), "a run name needs the model's `experiment` to resolve in", key=True)
         if v.run_id is not None and not _RUN_ID_RE.fullmatch(v.run_id):
             at((*base, "run_id"), f"{v.run_id!r} is not a run id")
+
+    def version_paths(self, v: VersionSpec, base: tuple[str | int, ...]) -> None:
+        """`artifact_path` stays inside the run; `run_dir` exists and is named as the run."""
+        at = self.at
         if v.artifact_path is not None and (
             v.artifact_path.startswith("/") or ".." in v.artifact_path.split("/")
         ):
             at((*base, "artifact_path"), "must be a relative path inside the run's artifacts")
         if v.run_dir is not None:
             rd = Path(v.run_dir)
-            full = rd if rd.is_absolute() else repo / rd
-            if not exists(full):
+            full = rd if rd.is_absolute() else self.repo / rd
+            if not self.exists(full):
                 at((*base, "run_dir"), f"directory not found: {v.run_dir}")
             if v.run is not None and rd.name != v.run:
                 at(
                     (*base, "run_dir"),
                     f"the directory's name {rd.name!r} must be the run name {v.run!r}",
                 )
+
+    def version_unique(self, v: VersionSpec, i: int, base: tuple[str | int, ...]) -> None:
+        """One entry per (run, artifact path), one per pinned version number."""
+        at, seen_run, seen_pin = self.at, self.seen_run, self.seen_pin
         run_key = (v.run or v.run_id or "", (v.artifact_path or "").strip("/"))
         if run_key[0]:
             if run_key in seen_run:
@@ -246,6 +286,10 @@ def _check_model(
                 )
             else:
                 seen_pin[v.version] = i
+
+    def aliases(self, v: VersionSpec, base: tuple[str | int, ...]) -> None:
+        """Alias names MLflow accepts, each used once in the model (ignoring case)."""
+        at, seen_alias = self.at, self.seen_alias
         for j, alias in enumerate(v.aliases):
             path = (*base, "aliases", j)
             why = alias_problem(alias)
@@ -260,8 +304,7 @@ def _check_model(
                 )
                 at(path, f"alias {alias!r} {how} in this model (line {line})")
             else:
-                seen_alias[folded] = (alias, doc.location(path).line)
-    return problems
+                seen_alias[folded] = (alias, self.doc.location(path).line)
 
 
 def _to_desired(spec: ManifestSpec, doc: Document) -> DesiredModel:

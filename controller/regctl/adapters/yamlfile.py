@@ -194,58 +194,68 @@ class _Builder:
             )
         self.doc.values[path] = _mark(ev)
         if isinstance(ev, ScalarEvent):
-            plain = bool(ev.implicit and ev.implicit[0]) and ev.style in (None, "")
-            tag = (
-                str(self.yaml.resolver.resolve(ScalarNode, ev.value, (plain, False)))
-                if plain
-                else _STR
-            )
-            self.doc.scalars[path] = Scalar(ev.value, tag, not plain)
-            try:
-                return _scalar_value(tag, ev.value)
-            except ValueError:
-                return ev.value
+            return self.scalar(ev, path)
         if isinstance(ev, SequenceStartEvent):
-            items: list[Any] = []
-            while True:
-                nxt = next(events)
-                if isinstance(nxt, SequenceEndEvent):
-                    return items
-                items.append(self.node(nxt, events, (*path, len(items)), depth + 1))
+            return self.sequence(events, path, depth)
         if isinstance(ev, MappingStartEvent):
-            mapping: dict[str, Any] = {}
-            while True:
-                kev = next(events)
-                if isinstance(kev, MappingEndEvent):
-                    return mapping
-                if isinstance(kev, AliasEvent):
-                    self.node(kev, events, path, depth + 1)
-                if not isinstance(kev, ScalarEvent):
-                    raise _Refused(
-                        Problem(self.loc(kev), dotted(path), "mapping keys must be plain strings")
-                    )
-                self.check(kev, path)
-                key = kev.value
-                if key in mapping:
-                    first = self.doc.keys[(*path, key)]
-                    raise _Refused(
-                        Problem(
-                            self.loc(kev),
-                            dotted((*path, key)),
-                            f"duplicate key (first defined at line {first[0]})",
-                        )
-                    )
-                if key == "<<":
-                    raise _Refused(
-                        Problem(self.loc(kev), dotted(path), "YAML merge keys (<<) are not allowed")
-                    )
-                self.doc.keys[(*path, key)] = _mark(kev)
-                vev = next(events)
-                mapping[key] = self.node(vev, events, (*path, key), depth + 1)
-                if isinstance(vev, ScalarEvent) and vev.value == "" and not vev.style:
-                    # an empty value has no mark of its own (ruamel gives the next token's)
-                    self.doc.values[(*path, key)] = self.doc.keys[(*path, key)]
+            return self.mapping(events, path, depth)
         raise _Refused(Problem(self.loc(ev), dotted(path), "unexpected YAML structure"))
+
+    def scalar(self, ev: ScalarEvent, path: Path_) -> Any:
+        """A scalar's value as YAML 1.2 resolves it; how it was written goes to `scalars`."""
+        plain = bool(ev.implicit and ev.implicit[0]) and ev.style in (None, "")
+        tag = (
+            str(self.yaml.resolver.resolve(ScalarNode, ev.value, (plain, False))) if plain else _STR
+        )
+        self.doc.scalars[path] = Scalar(ev.value, tag, not plain)
+        try:
+            return _scalar_value(tag, ev.value)
+        except ValueError:
+            return ev.value
+
+    def sequence(self, events: Iterator[Event], path: Path_, depth: int) -> list[Any]:
+        """The items of a sequence whose start event was just read."""
+        items: list[Any] = []
+        while True:
+            nxt = next(events)
+            if isinstance(nxt, SequenceEndEvent):
+                return items
+            items.append(self.node(nxt, events, (*path, len(items)), depth + 1))
+
+    def mapping(self, events: Iterator[Event], path: Path_, depth: int) -> dict[str, Any]:
+        """The entries of a mapping whose start event was just read; keys are plain strings."""
+        mapping: dict[str, Any] = {}
+        while True:
+            kev = next(events)
+            if isinstance(kev, MappingEndEvent):
+                return mapping
+            if isinstance(kev, AliasEvent):
+                self.node(kev, events, path, depth + 1)
+            if not isinstance(kev, ScalarEvent):
+                raise _Refused(
+                    Problem(self.loc(kev), dotted(path), "mapping keys must be plain strings")
+                )
+            self.check(kev, path)
+            key = kev.value
+            if key in mapping:
+                first = self.doc.keys[(*path, key)]
+                raise _Refused(
+                    Problem(
+                        self.loc(kev),
+                        dotted((*path, key)),
+                        f"duplicate key (first defined at line {first[0]})",
+                    )
+                )
+            if key == "<<":
+                raise _Refused(
+                    Problem(self.loc(kev), dotted(path), "YAML merge keys (<<) are not allowed")
+                )
+            self.doc.keys[(*path, key)] = _mark(kev)
+            vev = next(events)
+            mapping[key] = self.node(vev, events, (*path, key), depth + 1)
+            if isinstance(vev, ScalarEvent) and vev.value == "" and not vev.style:
+                # an empty value has no mark of its own (ruamel gives the next token's)
+                self.doc.values[(*path, key)] = self.doc.keys[(*path, key)]
 
 
 def read_text(path: Path, display: str) -> str:

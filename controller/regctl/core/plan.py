@@ -438,14 +438,7 @@ def _conform(value: Any, hint: Any, where: str) -> Any:
     """`value` as the type `hint` names, or PlanFormatError; JSON lists become tuples."""
     origin = typing.get_origin(hint)
     if origin is typing.Union or origin is types.UnionType:
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is not type(None):
-                with contextlib.suppress(PlanFormatError):
-                    return _conform(value, option, where)
-        raise PlanFormatError(where, f"expected {_describe(hint)}, got {_json_kind(value)}")
+        return _conform_union(value, hint, where)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -473,6 +466,18 @@ def _conform(value: Any, hint: Any, where: str) -> Any:
             return tuple(_conform(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
     else:  # a field type this reader does not know: a bug, found by the round-trip test
         raise TypeError(f"plan_from_json cannot check the type {hint!r} of {where}")
+    raise PlanFormatError(where, f"expected {_describe(hint)}, got {_json_kind(value)}")
+
+
+def _conform_union(value: Any, hint: Any, where: str) -> Any:
+    """`value` as the first non-null option of the union `hint` that takes it, or null."""
+    options = typing.get_args(hint)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is not type(None):
+            with contextlib.suppress(PlanFormatError):
+                return _conform(value, option, where)
     raise PlanFormatError(where, f"expected {_describe(hint)}, got {_json_kind(value)}")
 
 

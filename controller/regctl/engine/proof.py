@@ -125,10 +125,22 @@ def compare(
     skips the file comparison (params and metrics only). A finished run must hold exactly
     the directory's params, metrics and files; an unfinished one only a consistent part.
     """
+    mine, theirs = record.params, logged.params
+    differences = _model_file_differences(mine, theirs, finished=finished)
+    param_differences, warnings = _param_differences(mine, theirs, finished=finished)
+    differences.extend(param_differences)
+    differences.extend(_metric_differences(record.metrics, logged.metrics, finished=finished))
+    if artifacts is not None:
+        differences.extend(_file_differences(record, artifacts, finished=finished))
+    return differences, warnings
+
+
+def _param_differences(
+    mine: Mapping[str, str], theirs: Mapping[str, str], *, finished: bool
+) -> tuple[list[str], list[str]]:
+    """(differences, warnings) between the directory's params and the run's."""
     differences: list[str] = []
     warnings: list[str] = []
-    mine, theirs = record.params, logged.params
-    differences.extend(_model_file_differences(mine, theirs, finished=finished))
     for key in sorted(set(mine) | set(theirs)):
         old, new = theirs.get(key), mine.get(key)
         if old == new:
@@ -147,8 +159,16 @@ def compare(
             differences.append(f"param {key!r} = {_short(old)} is not the directory's")
         else:
             differences.append(f"param {key!r}: run has {_short(old)}, directory has {_short(new)}")
-    for key in sorted(set(record.metrics) | set(logged.metrics)):
-        a, b = logged.metrics.get(key), record.metrics.get(key)
+    return differences, warnings
+
+
+def _metric_differences(
+    mine: Mapping[str, float], theirs: Mapping[str, float], *, finished: bool
+) -> list[str]:
+    """How the run's metrics differ from the directory's (see `same_metric`)."""
+    differences: list[str] = []
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = theirs.get(key), mine.get(key)
         if a is None:
             if finished:
                 differences.append(f"metric {key!r} is missing from the run")
@@ -156,27 +176,34 @@ def compare(
             differences.append(f"metric {key!r} = {a!r} is not the directory's")
         elif not same_metric(a, b):
             differences.append(f"metric {key!r}: run has {a!r}, directory has {b!r}")
-    if artifacts is not None:
-        files = {f.rel_path: f for f in record.files}
-        for path in sorted(set(files) | set(artifacts)):
-            f = files.get(path)
-            if path not in artifacts:
-                if finished and f is not None:
-                    differences.append(f"file {_short(path)} is missing from the run")
-                continue
-            size, sha = artifacts[path]
-            if f is None:
-                differences.append(f"file {_short(path)} is in the run, not in the directory")
-            elif size >= 0 and size != f.size:
-                differences.append(
-                    f"file {_short(path)}: {size} bytes in the run, {f.size} in the directory"
-                )
-            elif sha is not None and sha != f.sha256:
-                differences.append(
-                    f"file {_short(path)}: sha256 {sha[:12]}... in the run, "
-                    f"{f.sha256[:12]}... in the directory"
-                )
-    return differences, warnings
+    return differences
+
+
+def _file_differences(
+    record: RunRecord, artifacts: Mapping[str, tuple[int, str | None]], *, finished: bool
+) -> list[str]:
+    """How the run's artifact files differ from the directory's: paths, sizes, digests."""
+    differences: list[str] = []
+    files = {f.rel_path: f for f in record.files}
+    for path in sorted(set(files) | set(artifacts)):
+        f = files.get(path)
+        if path not in artifacts:
+            if finished and f is not None:
+                differences.append(f"file {_short(path)} is missing from the run")
+            continue
+        size, sha = artifacts[path]
+        if f is None:
+            differences.append(f"file {_short(path)} is in the run, not in the directory")
+        elif size >= 0 and size != f.size:
+            differences.append(
+                f"file {_short(path)}: {size} bytes in the run, {f.size} in the directory"
+            )
+        elif sha is not None and sha != f.sha256:
+            differences.append(
+                f"file {_short(path)}: sha256 {sha[:12]}... in the run, "
+                f"{f.sha256[:12]}... in the directory"
+            )
+    return differences
 
 
 def _model_file(params: Mapping[str, str]) -> str | None:
