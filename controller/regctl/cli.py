@@ -241,36 +241,32 @@ def diff_cmd(
     changes and 0 when the registry matches.
     """
     from regctl import config
-    from regctl.commands import planning
-    from regctl.commands import review as reviewing
+    from regctl.commands import diff as differ
     from regctl.render.plan import render
 
     registry = config.open_registry(opts.settings)
     try:
-        planned = planning.make_plan(
+        report = differ.diff(
             opts.settings,
             registry,
             models,
             prune=prune,
             base=base,
             allow_mass_delete=allow_mass_delete,
+            changes_exit=exit_code,
         )
-        review = reviewing.review(opts.settings, planned, registry, base=base)
     finally:
         registry.close()
-    click.echo(render(planned.plan, fmt, color=opts.color, review=review), nl=False)
+    plan = report.planned.plan
+    click.echo(render(plan, fmt, color=opts.color, review=report.review), nl=False)
     if out is not None:
         try:
-            out.write_text(render(planned.plan, "json"), encoding="utf-8")
+            out.write_text(render(plan, "json"), encoding="utf-8")
         except OSError as exc:
             raise RegctlError(
                 f"--out {out}: cannot write the plan: {exc.strerror or exc}"
             ) from None
-    if review.report.denied:
-        return ExitCode.DENIED
-    if exit_code and not planned.plan.empty:
-        return ExitCode.CHANGES
-    return ExitCode.OK
+    return report.exit_code
 
 
 @cli.command(name="check")
@@ -357,7 +353,7 @@ def _applied(opts: Opts, outcome: ApplyOutcome) -> int:
 
     if outcome.report is None:
         click.echo(render_text(outcome.plan, color=opts.color), nl=False)
-        return ExitCode.OK
+        return outcome.exit_code
     if outcome.sync is not None and (outcome.sync.created or outcome.sync.resumed):
         click.echo(
             f"Synced {len(outcome.sync.created) + len(outcome.sync.resumed)} run(s), "
@@ -370,9 +366,9 @@ def _applied(opts: Opts, outcome: ApplyOutcome) -> int:
             "error: the registry still differs from the manifests after apply "
             f"({summary_line(outcome.after)})"
         )
-        return ExitCode.ERROR
-    click.echo("Verified: the registry matches the manifests.")
-    return ExitCode.OK
+    else:
+        click.echo("Verified: the registry matches the manifests.")
+    return outcome.exit_code
 
 
 class _ClickConsole:

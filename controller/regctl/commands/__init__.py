@@ -6,6 +6,8 @@
 - `apply`, `sync`, `validate`, `log`, `lease` (take, provenance, unlock), `resolve`,
   `import_models` (with `importing`, the manifest writer), `schema`.
 - `console`: the console port (show, confirm, progress, stop) the CLI implements.
+- `diff`: the plan and its review (`DiffReport`); `printed`: the report of a command whose
+  output is one text.
 
 A use case takes `config.Settings`, an options value and ports, and returns a report; the
 CLI renders it and exits with its code. Imports: everything below (config, engine,

@@ -33,6 +33,7 @@ from regctl.engine.sync import SyncExecutor, SyncReport, SyncStopped, survey
 from regctl.errors import (
     Aborted,
     ApplyError,
+    ExitCode,
     PolicyDenied,
     RegctlError,
 )
@@ -66,6 +67,11 @@ class ApplyOutcome:
     report: ApplyReport | None
     sync: SyncReport | None
     after: Plan | None
+
+    @property
+    def exit_code(self) -> int:
+        """1 when the registry still differs from the manifests after apply, else 0."""
+        return ExitCode.ERROR if self.after is not None and not self.after.empty else ExitCode.OK
 
 
 def apply(

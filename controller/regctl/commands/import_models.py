@@ -59,6 +59,7 @@ from regctl.adapters.manifests import (
     yaml_files,
 )
 from regctl.commands.importing import Update, new_manifest, schema_ref, write_atomic
+from regctl.commands.printed import Printed
 from regctl.core.diff import diff
 from regctl.core.importplan import (
     Declarable,
@@ -408,8 +409,8 @@ def import_command(
     out: Path | None,
     *,
     adopt: bool | None = None,
-) -> tuple[str, int]:
-    """`regctl import [MODEL...] [--out DIR]`: (output, exit code).
+) -> Printed:
+    """`regctl import [MODEL...] [--out DIR]`: the report, and its exit code.
 
     Writes into `out` (default: the repository's `manifests/`). When the manifests land
     in the repository's `manifests/` (or `adopt` is True), the imported models that the
@@ -436,4 +437,4 @@ def import_command(
         registry.close()
     draft = None if in_repo else display_path(out_dir, settings.repo)
     text = render_report(report, adopted=adopted, draft=draft)
-    return text, int(report.exit_code)
+    return Printed(text, int(report.exit_code))

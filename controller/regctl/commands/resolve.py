@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from regctl.commands.printed import Printed
 from regctl.config import Settings, find_repo, open_registry, resolve_tracking
 from regctl.engine.download import ResolveReader, download_with, resolve_with
 from regctl.engine.resolved import Progress, Resolved, ResolveError, Target, parse_target
@@ -43,10 +44,8 @@ def resolve(
         return _resolve(reader, want, settings)
 
 
-def resolve_command(
-    settings: Settings, target: str, fmt: str, download: Path | None
-) -> tuple[str, int]:
-    """`regctl resolve TARGET [--format text|json] [--download DIR]`: (output, exit code).
+def resolve_command(settings: Settings, target: str, fmt: str, download: Path | None) -> Printed:
+    """`regctl resolve TARGET [--format text|json] [--download DIR]`: output and exit code.
 
     The output has no trailing newline. Failures raise RegctlError (shown by the CLI's
     error handler), so the code is 0 whenever there is output.
@@ -58,8 +57,8 @@ def resolve_command(
         resolved = _resolve(reader, want, settings)
         fetched = download_with(resolved, reader, download) if download is not None else None
     if fmt == "json":
-        return render_json(resolved, fetched), 0
-    return render_text(resolved, fetched), 0
+        return Printed(render_json(resolved, fetched), 0)
+    return Printed(render_text(resolved, fetched), 0)
 
 
 def _resolve(reader: ResolveReader, want: Target, settings: Settings) -> Resolved:

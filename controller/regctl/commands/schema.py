@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from regctl.adapters.manifests import API_VERSION, ManifestSpec
+from regctl.commands.printed import Printed
 from regctl.policy.specs import PolicySpec, WaiverSpec
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def schema_command(settings: Settings) -> tuple[str, int]:
-    """`regctl schema`: (the JSON Schema, exit code 0). Reads nothing."""
+def schema_command(settings: Settings) -> Printed:
+    """`regctl schema`: the JSON Schema, exit code 0. Reads nothing."""
     del settings  # the schema does not depend on the repository
-    return render(json_schema()), 0
+    return Printed(render(json_schema()), 0)
