@@ -630,7 +630,9 @@ def test_a_lost_lease_stops_sync_before_its_next_upload(
     run_dirs(b, uniq, 2)
     store = Blocking(registry, "upload_artifact")
     settings = config.Settings(b.repo, b.uri)
-    thread, out = in_thread(lambda: syncing.run_sync(settings, store, concurrency=1))
+    thread, out = in_thread(
+        lambda: syncing.run_sync(settings, store, syncing.SyncOptions(concurrency=1))
+    )
     assert store.reached.wait(timeout=300), out
     holder = taken[0]
     break_lease(registry, holder.lease.id)

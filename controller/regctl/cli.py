@@ -180,14 +180,10 @@ def sync_cmd(
 
     registry = config.open_registry(opts.settings)
     try:
+        options = syncing.SyncOptions(models, dry_run, lock_timeout, concurrency)
+        # sync keeps SIGTERM's default (it stops at once; the next sync resumes)
         report = syncing.run_sync(
-            opts.settings,
-            registry,
-            models,
-            dry_run=dry_run,
-            progress=_progress_printer(_is_tty(sys.stderr)),
-            lock_timeout=lock_timeout,
-            concurrency=concurrency,
+            opts.settings, registry, options, _ClickConsole(opts, sigterm=False)
         )
     finally:
         registry.close()
@@ -376,10 +372,10 @@ class _ClickConsole:
     stderr; SIGTERM asks apply to stop after the writes in flight (then the lease is
     released)."""
 
-    def __init__(self, opts: Opts) -> None:
+    def __init__(self, opts: Opts, *, sigterm: bool = True) -> None:
         self.opts = opts
         self._printer = _progress_printer(_is_tty(sys.stderr))
-        self._stop = _StopOnSigterm()
+        self._stop = _StopOnSigterm() if sigterm else None
 
     def show(self, plan: Plan, review: Review) -> None:
         from regctl.render.plan import render_text
@@ -402,10 +398,11 @@ class _ClickConsole:
             self._printer(files, files_total, size, size_total)
 
     def should_stop(self) -> bool:
-        return self._stop.is_set()
+        return self._stop is not None and self._stop.is_set()
 
     def restore(self) -> None:
-        self._stop.restore()
+        if self._stop is not None:
+            self._stop.restore()
 
 
 class _StopOnSigterm:

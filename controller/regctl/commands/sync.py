@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from regctl.commands.console import Console, Silent
 from regctl.commands.lease import take_lease
 from regctl.commands.planning import load_desired
 from regctl.config import (
@@ -46,28 +48,35 @@ def lease_sync(
         raise err
 
 
+@dataclass(frozen=True)
+class SyncOptions:
+    """What `regctl sync` was asked to do (its flags)."""
+
+    models: Sequence[str] = ()
+    dry_run: bool = False
+    lock_timeout: float = 0.0
+    concurrency: int | None = None
+
+
 def run_sync(
     settings: Settings,
     registry: Registry,
-    models: Sequence[str] = (),
-    *,
-    dry_run: bool = False,
-    progress: Progress | None = None,
-    lock_timeout: float = 0.0,
-    concurrency: int | None = None,
+    options: SyncOptions = SyncOptions(),
+    console: Console | None = None,
 ) -> SyncReport:
     """Log the referenced run directories (under the lease unless dry-run); `concurrency`
-    uploads in flight (default: `default_concurrency`)."""
-    desired, _ = load_desired(settings, models)
+    uploads in flight (default: `default_concurrency`). Progress goes to the console."""
+    console = console or Silent()
+    desired, _ = load_desired(settings, options.models)
     items = collect(desired, settings.repo)
     known: dict[str, str] = {}
-    workers = concurrency if concurrency is not None else default_concurrency(settings)
+    workers = options.concurrency or default_concurrency(settings)
     # checks and proves everything, writes nothing
     looked = sync(items, registry, dry_run=True, known=known, workers=workers)
-    if dry_run or (len(looked.skipped) == len(items) and not looked.unrecorded):
+    if options.dry_run or (len(looked.skipped) == len(items) and not looked.unrecorded):
         return looked
-    lease = take_lease(settings, registry, lock_timeout)
+    lease = take_lease(settings, registry, options.lock_timeout)
     try:
-        return lease_sync(lease, items, registry, progress, workers, known=known)
+        return lease_sync(lease, items, registry, console.sync_progress, workers, known=known)
     finally:
         lease.release()
