@@ -20,7 +20,7 @@ from regctl.core.plan import (
     SyncRun,
 )
 from regctl.engine.apply import ApplyContext, apply_plan, provenance_records
-from regctl.errors import ApplyError, RegistryError
+from regctl.errors import AlreadyExists, ApplyError, RegistryError
 
 P = "commit 0123456 by alice at 2026-12-02T00:00:00Z"
 
@@ -157,3 +157,16 @@ def test_sync_steps_run_first_and_hand_their_run_ids_to_the_versions() -> None:
     assert order == ["sync r1", "ledger"]
     created = [args for name, args in writer.calls if name == "create_version"]
     assert created[0][:3] == ("m", "runs:/id-r1", "id-r1")
+
+
+def test_a_model_an_earlier_apply_created_is_recorded_by_this_one() -> None:
+    class Exists(Memory):
+        def create_model(self, *args: Any) -> None:
+            self.calls.append(("create_model", args))
+            raise AlreadyExists("exists")
+
+    writer = Exists()
+    ctx = ApplyContext(writer=writer, reader=writer, provenance=P)  # type: ignore[arg-type]
+    apply_plan(plan_of(CreateModel("n", description="d")), ctx)
+    tags = [args for name, args in writer.calls if name == "set_model_tag"]
+    assert tags == [("n", PROVENANCE_TAG, P)]

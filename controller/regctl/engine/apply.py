@@ -58,6 +58,8 @@ class ApplyContext:
     provenance: str = ""
     sleep: Callable[[float], None] = time.sleep
     done: list[Change] = field(default_factory=list)
+    adopted: set[str] = field(default_factory=set)
+    """Models a CreateModel found existing (an earlier apply's): recorded like any other."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     holding: Callable[[], bool] = lambda: True
     """Whether this apply may still write (the lease is held): provenance is recorded for
@@ -100,6 +102,9 @@ def _(change: CreateModel, ctx: ApplyContext) -> None:
         ctx.writer.create_model(change.model, change.description, tags)
     except AlreadyExists:
         # Created by an earlier, interrupted apply (or a lost response): make it match.
+        # Its tags may not include this apply's record: provenance writes it afterwards.
+        with ctx.lock:
+            ctx.adopted.add(change.model)
         if change.description is not None:
             ctx.writer.update_model_description(change.model, change.description)
         for key, value in change.tags.items():
@@ -246,7 +251,7 @@ def provenance_records(ctx: ApplyContext) -> dict[str, str]:
     for model, changes in sorted(by_model.items()):
         if any(isinstance(c, DeleteModel) for c in changes):
             continue
-        created = any(isinstance(c, CreateModel) for c in changes)
+        created = model not in ctx.adopted and any(isinstance(c, CreateModel) for c in changes)
         if created and all(_recorded_at_creation(c) for c in changes):
             continue
         value = ctx.provenance
