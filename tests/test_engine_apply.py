@@ -19,7 +19,7 @@ from regctl.core.plan import (
     SetVersionDescription,
     SyncRun,
 )
-from regctl.engine.apply import ApplyContext, apply_plan, provenance_records
+from regctl.engine.apply import ApplyContext, apply_plan, planned_records, provenance_records
 from regctl.errors import AlreadyExists, ApplyError, RegistryError
 
 P = "commit 0123456 by alice at 2026-12-02T00:00:00Z"
@@ -49,7 +49,9 @@ class Memory:
 
 
 def ctx_with(done: list[Change], created: dict[tuple[str, int], int] | None = None) -> ApplyContext:
+    """A context after `done` was applied as a whole plan."""
     ctx = ApplyContext(writer=Memory(), reader=Memory(), provenance=P)  # type: ignore[arg-type]
+    ctx.create_records.update(planned_records(plan_of(*done), P))
     ctx.done.extend(done)
     ctx.created.update(created or {})
     return ctx
@@ -80,10 +82,24 @@ def ctx_with(done: list[Change], created: dict[tuple[str, int], int] | None = No
             id="moves sorted, removals said",
         ),
         pytest.param(
-            [CreateModel("n"), CreateVersion("n", entry=0), SetAlias("n", alias="P", entry=0)],
+            [
+                CreateModel("n"),
+                CreateVersion("n", entry=0, expected_version=1),
+                SetAlias("n", alias="P", entry=0),
+            ],
             {("n", 0): 1},
             {},
-            id="a created model: its create requests carry the record",
+            id="a created model: its create request carries the record, moves included",
+        ),
+        pytest.param(
+            [
+                CreateModel("n"),
+                CreateVersion("n", entry=0, expected_version=1),
+                SetAlias("n", alias="P", entry=0),
+            ],
+            {("n", 0): 2},
+            {"n": f"{P}; aliases: P -> v2"},
+            id="a created model whose version got another number: written again",
         ),
         pytest.param(
             [CreateVersion("m", entry=1), SetAlias("m", alias="Production", old=1, entry=1)],
@@ -170,3 +186,83 @@ def test_a_model_an_earlier_apply_created_is_recorded_by_this_one() -> None:
     apply_plan(plan_of(CreateModel("n", description="d")), ctx)
     tags = [args for name, args in writer.calls if name == "set_model_tag"]
     assert tags == [("n", PROVENANCE_TAG, P)]
+
+
+def test_a_created_model_carries_its_alias_moves_in_the_create_request() -> None:
+    writer = Memory()
+    ctx = ApplyContext(writer=writer, reader=writer, provenance=P)  # type: ignore[arg-type]
+    plan = plan_of(
+        CreateModel("n"),
+        CreateVersion("n", entry=0, run_id="r", expected_version=1),
+        SetAlias("n", alias="Production", new=1, entry=0),
+    )
+    apply_plan(plan, ctx)
+    create = next(args for name, args in writer.calls if name == "create_model")
+    assert create[2][PROVENANCE_TAG] == f"{P}; aliases: Production -> v1"
+    assert not [n for n, _ in writer.calls if n == "set_model_tag"]  # nothing more to write
+
+
+def test_a_created_model_whose_alias_failed_is_recorded_as_it_is() -> None:
+    writer = Memory(fail="set_alias")
+    ctx = ApplyContext(writer=writer, reader=writer, provenance=P)  # type: ignore[arg-type]
+    plan = plan_of(
+        CreateModel("n"),
+        CreateVersion("n", entry=0, run_id="r", expected_version=1),
+        SetAlias("n", alias="Production", new=1, entry=0),
+    )
+    with pytest.raises(ApplyError):
+        apply_plan(plan, ctx)
+    tags = [args for name, args in writer.calls if name == "set_model_tag"]
+    assert tags == [("n", PROVENANCE_TAG, P)]  # the create request's moves did not happen
+
+
+def test_provenance_writes_stop_once_the_lease_is_lost() -> None:
+    held = [True]
+
+    class Losing(Memory):
+        def set_model_tag(self, *args: Any) -> None:
+            self.calls.append(("set_model_tag", args))
+            held[0] = False
+
+    writer = Losing()
+    ctx = ApplyContext(writer=writer, reader=writer, provenance=P, holding=lambda: held[0])  # type: ignore[arg-type]
+    plan = plan_of(*(SetVersionDescription(f"m{i}", version=1, new="d") for i in range(50)))
+    apply_plan(plan, ctx, concurrency=1)
+    assert len([n for n, _ in writer.calls if n == "set_model_tag"]) == 1
+
+
+def test_an_unexpected_error_in_a_lane_is_an_apply_error_and_the_others_are_recorded() -> None:
+    class Odd(Memory):
+        def set_alias(self, model: str, alias: str, number: int) -> None:
+            self.calls.append(("set_alias", (model, alias, number)))
+            if model == "b":
+                raise OSError("a file vanished")
+
+    writer = Odd()
+    ctx = ApplyContext(writer=writer, reader=writer, provenance=P)  # type: ignore[arg-type]
+    plan = plan_of(SetAlias("a", alias="P", old=1, new=2), SetAlias("b", alias="P", old=1, new=2))
+    with pytest.raises(ApplyError, match="a file vanished; applied 1 of 2"):
+        apply_plan(plan, ctx, concurrency=2)
+    tags = [args for name, args in writer.calls if name == "set_model_tag"]
+    assert tags == [("a", PROVENANCE_TAG, f"{P}; aliases: P -> v2")]
+
+
+def test_a_stop_between_sync_steps_still_records_the_runs_that_finished() -> None:
+    log: list[str] = []
+
+    class Steps:
+        def run(self, key: tuple[str, str]) -> str:
+            log.append(f"sync {key[1]}")
+            return f"id-{key[1]}"
+
+        def finish(self) -> None:
+            log.append("ledger")
+
+    writer = Memory()
+    ctx = ApplyContext(writer=writer, reader=writer, sync=Steps())  # type: ignore[arg-type]
+    plan = plan_of(
+        SyncRun("", experiment="e", run_name="r1"), SyncRun("", experiment="e", run_name="r2")
+    )
+    with pytest.raises(ApplyError, match="stopped; applied 1 of 2"):
+        apply_plan(plan, ctx, should_stop=lambda: "sync r1" in log)
+    assert log == ["sync r1", "ledger"]

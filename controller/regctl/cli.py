@@ -391,7 +391,8 @@ class _ClickConsole:
 
     def progress(self, done: int, total: int, change: Change) -> None:
         if self.opts.verbose:
-            _err(f"  [{done}/{total}] {change.verb} {change.model}")
+            what = change.model or getattr(change, "run_name", "")  # a sync step: its run
+            _err(escape.text(f"  [{done}/{total}] {change.verb} {what}"))
 
     def sync_progress(self, files: int, files_total: int, size: int, size_total: int) -> None:
         if self._printer is not None:

@@ -82,16 +82,14 @@ def apply(
 ) -> ApplyOutcome:
     """Plan (or check a saved plan), judge, confirm; then under the lease sync, apply, verify.
 
-    Interactively, everything up to the confirmation only reads: nothing is written (no
-    lease, no sync) when the plan is empty, a manifest is invalid, a policy denies a version
-    the plan touches, the user declines, or a saved plan no longer matches the registry;
-    under the lease the plan is made again and must equal the one confirmed. A saved plan
-    is checked the same way, so it too is refused before any write (SPEC section 6).
-    With `auto_approve` and no saved plan there is nobody to wait for, so the lease is
-    taken first and the plan is made once, under it (as `terraform apply -auto-approve`
-    locks before it plans): no other writer can change the registry between the plan and
-    its writes, and the only write of an apply with nothing to do, or a denied one, is
-    taking and releasing the lease. Verify reads back only the models the plan touched.
+    Everything up to the confirmation only reads: nothing is written (no lease, no sync)
+    when the plan is empty, a manifest is invalid, a policy denies a version the plan
+    touches, the user declines, or a saved plan no longer matches the registry. Under the
+    lease the plan is made again and must equal the one confirmed (with `auto_approve`,
+    the one judged). Planning once, under the lease, would save an observe, but then
+    every refused apply (a squatted run, a bad pin, a policy deny) would have written the
+    lease: the gate promises no write at all. Verify reads back only the models the plan
+    touched.
     """
     console = console or Silent()
     models: Sequence[str] = options.models
@@ -160,7 +158,9 @@ def _write(
     console: Console,
 ) -> tuple[ApplyReport, SyncReport | None]:
     """Under the lease: the plan, its sync steps included, through apply's interpreter."""
-    workers = options.concurrency or default_concurrency(settings)
+    workers = (
+        options.concurrency if options.concurrency is not None else default_concurrency(settings)
+    )
     executor = None
     if planned.items and not options.no_sync:
         executor = _sync_executor(registry, lease, planned, inputs, console, workers)
@@ -240,8 +240,9 @@ def _verify(
     verify = inputs
     if not any(isinstance(c, DeleteModel) for c in planned.plan.changes):
         desired = DesiredState(tuple(m for m in inputs.desired.models if m.name in touched))
-        runs = {(m.experiment, v.run_dir) for m in desired.models for v in m.versions if v.run_dir}
-        items = [i for i in inputs.items if (i.experiment, i.display) in runs]
+        # by experiment, not by how a manifest spells a run directory: a superset is safe
+        experiments = {m.experiment for m in desired.models}
+        items = [i for i in inputs.items if i.experiment in experiments]
         verify = dataclasses.replace(inputs, desired=desired, complete=False, items=items)
     return make_plan(
         settings,

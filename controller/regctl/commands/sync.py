@@ -70,7 +70,9 @@ def run_sync(
     desired, _ = load_desired(settings, options.models)
     items = collect(desired, settings.repo)
     known: dict[str, str] = {}
-    workers = options.concurrency or default_concurrency(settings)
+    workers = (
+        options.concurrency if options.concurrency is not None else default_concurrency(settings)
+    )
     # checks and proves everything, writes nothing
     looked = sync(items, registry, dry_run=True, known=known, workers=workers)
     if options.dry_run or (len(looked.skipped) == len(items) and not looked.unrecorded):

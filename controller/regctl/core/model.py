@@ -15,8 +15,10 @@ MANAGED_TAG = "regctl.managed"
 """Registered-model tag that marks a model as managed by regctl (value `true`)."""
 
 PROVENANCE_TAG = "regctl.applied"
-"""Model and version tag recording the last apply that touched the object:
-`commit <sha> by <actor> at <UTC time>[ via <CI run url>]`."""
+"""Provenance: on a model, the last apply that changed it,
+`commit <sha> by <actor> at <UTC time>[ via <CI run url>]` followed by
+`; aliases: <alias> -> v<N>, <alias> removed` when it moved aliases; on a version, the
+apply that created it (the same record, without the aliases)."""
 
 ENTRY_TAG = "regctl.entry"
 """Version tag apply writes when it registers a version: which manifest entry it is for

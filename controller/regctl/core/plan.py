@@ -291,9 +291,6 @@ class Plan:
         destroy = sum(1 for c in self.changes if c.sign() == "-")
         return {"add": add, "change": len(self.changes) - add - destroy, "destroy": destroy}
 
-    def for_model(self, name: str) -> tuple[Change, ...]:
-        return tuple(c for c in self.changes if c.model == name)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "format_version": PLAN_FORMAT_VERSION,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import singledispatch
@@ -31,7 +31,7 @@ from regctl.core.plan import (
     SetVersionDescription,
     SyncRun,
 )
-from regctl.errors import AlreadyExists, ApplyError, RegistryError
+from regctl.errors import AlreadyExists, ApplyError, RegctlError, RegistryError
 from regctl.ports import RegistryReader, RegistryWriter
 
 
@@ -58,6 +58,9 @@ class ApplyContext:
     provenance: str = ""
     sleep: Callable[[float], None] = time.sleep
     done: list[Change] = field(default_factory=list)
+    create_records: dict[str, str] = field(default_factory=dict)
+    """The record a created model carries in its create request: what the plan will do
+    to it (its alias moves included), checked against what was done afterwards."""
     adopted: set[str] = field(default_factory=set)
     """Models a CreateModel found existing (an earlier apply's): recorded like any other."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -91,13 +94,15 @@ def _(change: SyncRun, ctx: ApplyContext) -> None:
         run_id = ctx.sync.run(key)
         with ctx.lock:
             ctx.run_ids[key] = run_id
-    elif key not in ctx.run_ids:  # --no-sync: the run must be logged already
-        raise ApplyError(f"run {change.run_name!r} was not synced", done=0, total=0)
+    else:  # --no-sync: a run the plan would log is not there, so nothing can use it
+        raise ApplyError(f"run {change.run_name!r} was not synced (--no-sync)", done=0, total=0)
 
 
 @_handle.register
 def _(change: CreateModel, ctx: ApplyContext) -> None:
-    tags = {**change.tags, **ctx.provenance_tags}
+    tags = dict(change.tags)
+    if ctx.provenance:
+        tags[PROVENANCE_TAG] = ctx.create_records.get(change.model, ctx.provenance)
     try:
         ctx.writer.create_model(change.model, change.description, tags)
     except AlreadyExists:
@@ -217,49 +222,70 @@ MAX_PROVENANCE_CHARS = 4000
 """A model's `regctl.applied` value stays well under MLflow's tag value limit."""
 
 
-def _recorded_at_creation(change: Change) -> bool:
-    """Changes whose record is already in a create request: a created model and its
-    versions carry `regctl.applied` from the start (an alias on a created version too)."""
-    return isinstance(change, CreateModel | CreateVersion) or (
-        isinstance(change, SetAlias) and change.entry is not None
-    )
+def _record(base: str, moves: list[str]) -> str:
+    value = base + ("; aliases: " + ", ".join(sorted(moves)) if moves else "")
+    if len(value) > MAX_PROVENANCE_CHARS:
+        value = value[: MAX_PROVENANCE_CHARS - 1] + "\u2026"
+    return value
 
 
-def _alias_moves(changes: list[Change], ctx: ApplyContext) -> list[str]:
+def _alias_moves(changes: list[Change], number: Callable[[SetAlias], int]) -> list[str]:
     moves = []
     for c in changes:
         if isinstance(c, SetAlias):
-            number = ctx.created.get((c.model, c.entry), c.new) if c.entry is not None else c.new
-            moves.append(f"{c.alias} -> v{number}")
+            moves.append(f"{c.alias} -> v{number(c)}")
         elif isinstance(c, DeleteAlias):
             moves.append(f"{c.alias} removed")
-    return sorted(moves)
+    return moves
+
+
+def _by_model(changes: Iterable[Change]) -> dict[str, list[Change]]:
+    out: dict[str, list[Change]] = {}
+    for change in changes:
+        if not isinstance(change, SyncRun):  # runs get no regctl tags: theirs are people's
+            out.setdefault(change.model, []).append(change)
+    return out
+
+
+def planned_records(plan: Plan, provenance: str) -> dict[str, str]:
+    """Model -> the record a model the plan creates carries from its create request:
+    the commit and the aliases the plan points at the versions it creates (numbered as
+    the plan expects: a new model's versions are numbered 1, 2, ... in manifest order)."""
+    if not provenance:
+        return {}
+    out = {}
+    for model, changes in _by_model(plan.changes).items():
+        if not any(isinstance(c, CreateModel) for c in changes):
+            continue
+        expected = {c.entry: c.expected_version for c in changes if isinstance(c, CreateVersion)}
+
+        def number(c: SetAlias, expected: dict[int, int] = expected) -> int:
+            return expected.get(c.entry, c.new) if c.entry is not None else c.new
+
+        out[model] = _record(provenance, _alias_moves(changes, number))
+    return out
 
 
 def provenance_records(ctx: ApplyContext) -> dict[str, str]:
-    """Model -> the `regctl.applied` value this apply records: one tag per changed model,
-    naming the commit and every alias it moved ("Production -> v3"), written after the
-    model's changes. A model this apply created, with only versions and aliases created
-    with it, is recorded by its create requests already; a deleted model has no record."""
+    """Model -> the `regctl.applied` value this apply still has to write: one tag per
+    changed model, naming the commit and every alias it moved ("Production -> v3"),
+    written after the model's changes. A model this apply created carries its record
+    from the create request; it is written again only when what was done differs from
+    what that record said (a failure part-way, another number). A deleted model has none."""
     if not ctx.provenance:
         return {}
-    by_model: dict[str, list[Change]] = {}
-    for change in ctx.done:
-        if not isinstance(change, SyncRun):  # runs get no regctl tags: theirs are people's
-            by_model.setdefault(change.model, []).append(change)
+
+    def number(c: SetAlias) -> int:
+        return ctx.created.get((c.model, c.entry), c.new) if c.entry is not None else c.new
+
     out = {}
-    for model, changes in sorted(by_model.items()):
+    for model, changes in sorted(_by_model(ctx.done).items()):
         if any(isinstance(c, DeleteModel) for c in changes):
             continue
+        value = _record(ctx.provenance, _alias_moves(changes, number))
         created = model not in ctx.adopted and any(isinstance(c, CreateModel) for c in changes)
-        if created and all(_recorded_at_creation(c) for c in changes):
+        if created and ctx.create_records.get(model, ctx.provenance) == value:
             continue
-        value = ctx.provenance
-        moves = _alias_moves(changes, ctx)
-        if moves:
-            value += "; aliases: " + ", ".join(moves)
-        if len(value) > MAX_PROVENANCE_CHARS:
-            value = value[: MAX_PROVENANCE_CHARS - 1] + "\u2026"
         out[model] = value
     return out
 
@@ -267,10 +293,12 @@ def provenance_records(ctx: ApplyContext) -> dict[str, str]:
 def _record_provenance(ctx: ApplyContext, pool: ThreadPoolExecutor) -> str | None:
     """Write every changed model's record (concurrently); the first error, if any."""
     records = provenance_records(ctx)
-    futures = [
-        pool.submit(ctx.writer.set_model_tag, model, PROVENANCE_TAG, value)
-        for model, value in records.items()
-    ]
+
+    def write(model: str, value: str) -> None:
+        if ctx.holding():  # asked before every write: never once the lease is lost
+            ctx.writer.set_model_tag(model, PROVENANCE_TAG, value)
+
+    futures = [pool.submit(write, model, value) for model, value in records.items()]
     error = None
     for future in futures:
         try:
@@ -280,14 +308,14 @@ def _record_provenance(ctx: ApplyContext, pool: ThreadPoolExecutor) -> str | Non
     return error
 
 
-def _finish_sync(ctx: ApplyContext, state: _Progress) -> bool:
-    """After the sync phase: record what it proved on the ledger, before any registry write."""
+def _finish_sync(ctx: ApplyContext, state: _Progress) -> None:
+    """After the sync phase: record what it proved on the ledger, before any registry
+    write; after a failure or a stop in it too, for the runs already logged."""
     assert ctx.sync is not None
     try:
         ctx.sync.finish()
-    except RegistryError as err:
+    except RegctlError as err:
         state.fail(str(err))
-    return True
 
 
 def apply_plan(
@@ -302,31 +330,20 @@ def apply_plan(
 
     Stops at the first failure (after the writes in flight) with an ApplyError that says
     how many changes were applied; `should_stop` ends it the same way between writes.
+    What was written is recorded (provenance) also then, unless the lease is lost.
     """
-    changes = list(plan.changes)
-    total = len(changes)
+    total = len(plan.changes)
     state = _Progress(total, progress)
+    if not ctx.create_records:
+        ctx.create_records.update(planned_records(plan, ctx.provenance))
     phases: dict[int, dict[tuple[Any, ...], list[Change]]] = {}
-    for change in changes:
+    for change in plan.changes:
         phases.setdefault(change.phase, {}).setdefault(change.lane(), []).append(change)
-    synced = ctx.sync is None
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for phase in sorted(phases):
-            if not synced and phase > SyncRun.phase:
-                synced = _finish_sync(ctx, state)
-                if state.error is not None:
-                    break
-            lanes = list(phases[phase].values())
-            futures = [pool.submit(_run_lane, items, ctx, state, should_stop) for items in lanes]
-            for future in futures:
-                future.result()
-            if state.error is not None:
-                break
-        if not synced and state.error is None:
-            _finish_sync(ctx, state)
+        _run_phases(phases, ctx, state, should_stop, pool)
         if ctx.holding():
             recorded = _record_provenance(ctx, pool)
-            if state.error is None and recorded is not None:
+            if recorded is not None:
                 state.fail(recorded)
     if state.error is not None:
         raise ApplyError(
@@ -335,6 +352,32 @@ def apply_plan(
             total=total,
         ) from None
     return ApplyReport(done=total, total=total, created=dict(ctx.created))
+
+
+def _run_phases(
+    phases: Mapping[int, Mapping[tuple[Any, ...], list[Change]]],
+    ctx: ApplyContext,
+    state: _Progress,
+    should_stop: Callable[[], bool] | None,
+    pool: ThreadPoolExecutor,
+) -> None:
+    sync_open = ctx.sync is not None
+    for phase in sorted(phases):
+        if sync_open and phase > SyncRun.phase:
+            sync_open = False
+            _finish_sync(ctx, state)
+            if state.error is not None:
+                return
+        futures = [
+            pool.submit(_run_lane, items, ctx, state, should_stop)
+            for items in phases[phase].values()
+        ]
+        for future in futures:
+            future.result()
+        if state.error is not None:
+            break
+    if sync_open and ctx.holding():
+        _finish_sync(ctx, state)
 
 
 class _Progress:
@@ -374,7 +417,7 @@ def _run_lane(
             return
         try:
             _handle(change, ctx)
-        except (ApplyError, RegistryError) as err:
+        except (RegctlError, OSError) as err:  # a file that vanished under sync, too
             state.fail(str(err))
             return
         with ctx.lock:

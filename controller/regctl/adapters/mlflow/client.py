@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import re
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -234,7 +233,3 @@ def _run_data(run: Any) -> RunData:
         metrics=dict(sorted((k, float(v)) for k, v in (data.metrics or {}).items())),
         tags=frozen_map(dict(data.tags or {})),
     )
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
