@@ -17,6 +17,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,9 +205,9 @@ def test_apply_writes_one_request_per_change_plus_constants(
     - the lease (no refresh in a short apply): one create of its generation, one delete
       of the released generation before it, the release tag; three lease searches (take,
       confirm, the check before the changes);
-    - reads: three observes (plan, plan again under the lease, verify afterwards, which
-      reads only the models the plan touched: here all K), each the model pages, one
-      version search, one experiment search, one run search.
+    - reads: three observes (plan, plan again under the lease, verify afterwards: it
+      touched every model, so verify reads the registry whole, not K names), each the
+      model pages, one version search, one experiment search, one run search.
     """
     monkeypatch.setenv("REGCTL_COMMIT", "0123456789abcdef")
     b = server_backend
@@ -239,6 +240,32 @@ def test_apply_writes_one_request_per_change_plus_constants(
     assert code == 0
     assert http_log.writes() == []
     assert len(http_log.calls) == pages + 3
+
+
+def test_a_small_apply_verifies_only_the_models_it_touched(
+    server_backend: Backend, uniq: str, run_cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repairing one model of four reads the others back never: its verify observes that
+    model by name, not the whole registry (the plans before it read everything)."""
+    b = server_backend
+    fleet(b, uniq, 4)  # the manifests match the registry
+    b.client.set_registered_model_alias(f"{uniq}-m002", "prod", "3")  # drift in one model
+    asked: list[list[str] | None] = []
+    original = MlflowRegistry.search_models
+
+    def search_models(self: MlflowRegistry, names: Any) -> Any:
+        asked.append(None if names is None else sorted(set(names) - {"regctl-ledger"}))
+        return original(self, names)
+
+    monkeypatch.setattr(MlflowRegistry, "search_models", search_models)
+    code, out, err = run_cli(
+        *args(b, "apply", "--auto-approve", *(f"{uniq}-m{i:03d}" for i in range(4)))
+    )
+    assert code == 0, out + err
+    assert "Apply complete: 1 of 1 changes applied." in out
+    assert "Verified: the registry matches the manifests." in out
+    every = sorted(f"{uniq}-m{i:03d}" for i in range(4))
+    assert asked == [every, every, [f"{uniq}-m002"]]
 
 
 # -- target 5: sync ------------------------------------------------------------------------

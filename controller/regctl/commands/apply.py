@@ -88,8 +88,8 @@ def apply(
     lease the plan is made again and must equal the one confirmed (with `auto_approve`,
     the one judged). Planning once, under the lease, would save an observe, but then
     every refused apply (a squatted run, a bad pin, a policy deny) would have written the
-    lease: the gate promises no write at all. Verify reads back only the models the plan
-    touched.
+    lease: the gate promises no write at all. Verify reads back the models the plan
+    touched (see `_verify`).
     """
     console = console or Silent()
     models: Sequence[str] = options.models
@@ -234,11 +234,14 @@ def _sync_executor(
 def _verify(
     settings: Settings, registry: Registry, planned: Planned, inputs: Inputs, options: ApplyOptions
 ) -> Plan:
-    """The plan left after apply, read back for the models the plan touched only (all of
-    them when it deleted a model: a scoped plan does not plan deletions)."""
+    """The plan left after apply. A small apply (at most half of the manifests' models, no
+    model deleted: a scoped plan plans no deletions) reads back only the models it touched,
+    a few requests by name; a larger one reads the registry whole, which is then fewer
+    requests (a name filter holds 50 names, a page 1,000 models)."""
     touched = {c.model for c in planned.plan.changes}
     verify = inputs
-    if not any(isinstance(c, DeleteModel) for c in planned.plan.changes):
+    small = len(touched) * 2 <= len(inputs.desired.models)
+    if small and not any(isinstance(c, DeleteModel) for c in planned.plan.changes):
         desired = DesiredState(tuple(m for m in inputs.desired.models if m.name in touched))
         # by experiment, not by how a manifest spells a run directory: a superset is safe
         experiments = {m.experiment for m in desired.models}
