@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -410,6 +411,28 @@ def test_diff_lists_runs_that_sync_would_log(
     assert code == 0
     assert f"+ run run_hmm_20251009_105640 in experiment '{uniq}-exp'" in out
     assert "+ version 1 from run run_hmm_20251009_105640" in out
+
+
+def test_main_job_in_a_git_checkout_with_history(
+    examples_repo: Path, run_cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's main job where a user runs it: a clone, whose previous commit already
+    declares the same aliases. On an empty registry the reviewed holder is the entry this
+    apply registers, so the alias does not move and no incumbent is missing (this was a
+    deny, 'neither its version nor a single run of it can be found')."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(examples_repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "examples"], check=True)
+    (examples_repo / "NOTES.md").write_text("a later commit that changes no manifest\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "notes"], check=True)
+    monkeypatch.chdir(examples_repo)
+    code, out, err = run_cli("apply", "--auto-approve")
+    assert code == 0, out + err
+    assert "Verified: the registry matches the manifests." in out
+    code, out, err = run_cli("diff", "--exit-code")
+    assert code == 0, out + err
 
 
 def test_main_job_on_the_embedded_default(

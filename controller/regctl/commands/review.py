@@ -274,6 +274,11 @@ def _holder_in_base(
             b = bound.get((model.name, v.index))
             if b is not None and not b.created and b.version in versions:
                 return DeclaredHolder(True, b.version, versions[b.version].run_id)
+            if b is not None and b.created and alias in v.aliases:
+                # The same entry holds the alias in the base and now, and its version is
+                # registered by this plan (the first apply of reviewed manifests, e.g. on
+                # a fresh registry): the alias does not move, so there is no incumbent.
+                return None
     if entry.version is not None and entry.version in versions:
         return DeclaredHolder(True, entry.version, versions[entry.version].run_id)
     run_ids: set[str] = set()
