@@ -182,10 +182,7 @@ def _write(
         report = apply_plan(
             planned.plan, ctx, progress=console.progress, should_stop=stop, concurrency=workers
         )
-    except SyncStopped:
-        lease.ensure()
-        raise
-    except ApplyError as err:
+    except ApplyError as err:  # a sync step stopped by a lost lease arrives here too
         if lease.holding():
             raise
         raise LeaseLost(
