@@ -501,6 +501,28 @@ def import_cmd(opts: Opts, models: tuple[str, ...], out: Path | None) -> int:
     return code
 
 
+@cli.command(name="init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--import", "import_", is_flag=True, help="Fill manifests/ from the registry.")
+@click.option("--action", metavar="OWNER/REPO@REF", help="The regctl action the workflows use.")
+@click.option("--force", is_flag=True, help="Overwrite the scaffold's files that exist.")
+@click.pass_obj
+def init_cmd(opts: Opts, directory: Path, import_: bool, action: str | None, force: bool) -> int:
+    """Scaffold a team's manifests repository in DIRECTORY (default: here)."""
+    from regctl import config
+    from regctl.commands import init as scaffold
+
+    root = directory.resolve()
+    source = config.Settings(root, opts.settings.tracking_uri, opts.settings.registry_uri)
+    chosen = scaffold.check_action(action or scaffold.default_action())
+    origin = source if import_ else None
+    report = scaffold.init(root, action=chosen, force=force, import_from=origin)
+    text = scaffold.render_init(report, chosen)
+    shown = "\n".join(escape.text(line) for line in text.splitlines())
+    click.echo(shown, err=report.exit_code != 0 and not report.written)
+    return report.exit_code
+
+
 @cli.command(name="schema")
 @click.pass_obj
 def schema_cmd(opts: Opts) -> int:
