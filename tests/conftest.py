@@ -35,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from githubstub import GitHubStub
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("MLFLOW_REGISTRY_URI", None)
@@ -484,6 +486,13 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def github_stub() -> Iterator[GitHubStub]:
+    """GitHub's REST API on loopback (tests/githubstub.py), empty, stopped afterwards."""
+    with GitHubStub() as stub:
+        yield stub
 
 
 def write_manifest(repo: Path, name: str, body: str) -> Path:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from regctl import escape
+from regctl.cli_github import github
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
 
 if TYPE_CHECKING:
@@ -532,6 +533,9 @@ def schema_cmd(opts: Opts) -> int:
     text, code = schema.schema_command(opts.settings)
     click.echo(text, nl=False)
     return code
+
+
+cli.add_command(github)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

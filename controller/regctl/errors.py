@@ -103,6 +103,17 @@ class Unreachable(RegistryError):
     """The server could not be reached, or kept failing until the deadline."""
 
 
+class GitHubError(RegctlError):
+    """GitHub's API refused or failed a request (`regctl github`). The message is one line:
+    method, API path, status and GitHub's own message; it never carries the token."""
+
+    def __init__(self, message: str, *, status: int = 0, method: str = "", path: str = "") -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        super().__init__(message)
+
+
 class ApplyError(RegctlError):
     """Apply stopped part-way; says how far it got."""
 

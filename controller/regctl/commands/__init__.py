@@ -4,7 +4,8 @@
   runs, diff: the plan that diff, check and apply start from.
 - `review`: the policy review of a plan (subjects, incumbents, verdict) and `check`.
 - `apply`, `sync`, `validate`, `log`, `lease` (take, provenance, unlock), `resolve`,
-  `import_models` (with `importing`, the manifest writer), `schema`.
+  `import_models` (with `importing`, the manifest writer), `schema`, `github` (the PR
+  comment and the drift issue, from GitHub Actions' environment).
 - `console`: the console port (show, confirm, progress, stop) the CLI implements.
 - `diff`: the plan and its review (`DiffReport`); `printed`: the report of a command whose
   output is one text.

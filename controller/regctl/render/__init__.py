@@ -5,6 +5,7 @@
 - `resolve`: what `regctl resolve` prints.
 - `importing`: the import report.
 - `history`: what `regctl log` prints.
+- `github`: the pull-request comment and the drift issue (`regctl github`).
 
 Every string from the registry, a run directory or a plan file is hostile: it goes
 through `regctl.escape` (one module, used by every format) for the format it lands in.
