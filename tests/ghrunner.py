@@ -410,7 +410,12 @@ class Runner:
         raise AssertionError(f"the test runner cannot run action {uses!r}")
 
     def composite(
-        self, name: str, given: dict[str, str], outer: dict[str, Any], state: dict[str, Any], job: Job
+        self,
+        name: str,
+        given: dict[str, str],
+        outer: dict[str, Any],
+        state: dict[str, Any],
+        job: Job,
     ) -> StepResult:
         action = load_yaml(self.action_root / "action.yml")
         assert action["runs"]["using"] == "composite"

@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
+from regctl.commands.init import default_action, init
+
 from conftest import REPO, Server
 from ghrunner import Job, Runner
 from githubstub import GitHubStub
-from regctl.commands.init import default_action, init
 
 MARKER = "<!-- regctl:regctl-plan -->"
 
@@ -254,7 +255,8 @@ def test_a_denied_promotion_is_commented_then_fails_the_job(team: Team) -> None:
     assert tightened != text, "the LGBM policy has no rmse_test max to tighten"
     lgbm.write_text(tightened)
     path = team.manifest(model)
-    path.write_text(path.read_text().replace("aliases: [Staging]", "aliases: [Staging, Production]"))
+    promoted = path.read_text().replace("aliases: [Staging]", "aliases: [Staging, Production]")
+    path.write_text(promoted)
     git("commit", "-qam", "promote against a tighter policy", cwd=team.origin)
     git("checkout", "-q", "main", cwd=team.origin)
     pr = team.gh.add_pull_request("denied")
