@@ -180,6 +180,27 @@ def test_provenance_in_github_actions(tmp_path: Path) -> None:
     assert p.run_url == "https://github.com/acme/registry/actions/runs/42"
 
 
+def test_provenance_in_gitlab_ci(tmp_path: Path) -> None:
+    """GitLab's runner: the actor is the user who started the pipeline (the job's
+    container has no git identity of its own), the run URL is the job's page."""
+    repo = make_repo(tmp_path / "r")
+    sha = commit(repo, "first", 1, {"a.txt": "1\n"})
+    job_url = "https://gitlab.example.com/acme/registry/-/jobs/4242"
+    env = {
+        "GITLAB_CI": "true",
+        "GITLAB_USER_LOGIN": "ada",
+        "CI_JOB_URL": job_url,
+        "USER": "root",
+    }
+
+    p = provenance(tmp_path / "r", env)
+
+    assert (p.actor, p.run_url, p.commit) == ("ada", job_url, sha)
+    # the same variables outside GitLab CI (left over in a shell) name nobody
+    stray = provenance(tmp_path / "r", {k: v for k, v in env.items() if k != "GITLAB_CI"})
+    assert (stray.actor, stray.run_url) == (ALICE, "")
+
+
 def test_provenance_github_sha_is_the_fallback_outside_git(tmp_path: Path) -> None:
     plain = tmp_path / "tarball"
     plain.mkdir()

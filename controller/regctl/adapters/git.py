@@ -40,7 +40,7 @@ class Provenance:
     the working tree differs from it (tracked changes anywhere, or untracked files under
     manifests/ or policies/), so the commit alone does not describe what was applied.
     `ref` is a full ref name (`refs/heads/main`), "" when detached; `run_url` links the
-    GitHub Actions run, "" elsewhere.
+    GitHub Actions run or the GitLab CI job, "" elsewhere.
     """
 
     commit: str
@@ -213,17 +213,26 @@ def _head(repo: Path) -> tuple[str, str, bool, str]:
 
 
 def provenance(repo: Path, env: Mapping[str, str]) -> Provenance:
-    """Who is applying which commit: from git, GitHub Actions' environment and the OS.
+    """Who is applying which commit: from git, the CI environment and the OS.
 
     The commit is the checked-out HEAD (what is being applied), else `GITHUB_SHA`.
-    The actor is `GITHUB_ACTOR` in GitHub Actions, else git's `user.name <user.email>`,
-    else the OS user. Never raises: outside git the commit is "".
+    The actor is `GITHUB_ACTOR` in GitHub Actions, `GITLAB_USER_LOGIN` in GitLab CI
+    (the user who started the pipeline or the manual job), else git's
+    `user.name <user.email>`, else the OS user; a CI job's container has no git identity,
+    and its OS user (`root`) names nobody. The run URL is the Actions run, or GitLab's
+    `CI_JOB_URL`. Never raises: outside git the commit is "".
     """
     sha, short, dirty, ref = _head(repo)
     if not sha and env.get("GITHUB_SHA"):
         sha = env["GITHUB_SHA"]
         short = sha[:7]
-    actor = env.get("GITHUB_ACTOR", "") or _actor_from_git(repo) or _os_user(env)
+    gitlab = env.get("GITLAB_CI") == "true"
+    actor = (
+        env.get("GITHUB_ACTOR", "")
+        or (env.get("GITLAB_USER_LOGIN", "") if gitlab else "")
+        or _actor_from_git(repo)
+        or _os_user(env)
+    )
     run_url = ""
     server, repository, run_id = (
         env.get("GITHUB_SERVER_URL", ""),
@@ -232,6 +241,8 @@ def provenance(repo: Path, env: Mapping[str, str]) -> Provenance:
     )
     if server and repository and run_id:
         run_url = f"{server.rstrip('/')}/{repository}/actions/runs/{run_id}"
+    elif gitlab:
+        run_url = env.get("CI_JOB_URL", "")
     return Provenance(
         commit=sha,
         short=short,
