@@ -486,7 +486,16 @@ def test_markdown_hostile_values_create_no_element(worlds: tuple[World, World], 
     assert types_h == types_b  # no link, image, HTML, heading, emphasis, fence or cell more
     assert not ELEMENTS & set(types_h)
     assert not FORBIDDEN_TEXT.search(out_h)  # no bidi trick in the comment, fence included
-    assert {t.info for t in _tokens(out_h) if t.type == "fence"} <= {"diff"}
+    assert {t.info for t in _tokens(out_h) if t.type == "fence"} <= {"diff", "mermaid"}
+    charts = [t.content for t in _tokens(out_h) if t.type == "fence" and t.info == "mermaid"]
+    assert len(charts) == (1 if key == "diff-md" else 0)  # the alias move's (issue 15)
+    for chart in charts:  # names as entity codes: regctl's own %% and quotes only
+        assert f'title "{escape.mermaid(hostile.s["model"], 40)} Production, ' in chart
+        assert chart.count("%%") == 2 and "`" not in chart and "-->" not in chart
+        lines = chart.splitlines()
+        heads = [line.split()[0] for line in lines]
+        assert heads == ["%%{init:", "xychart-beta", "title", "x-axis", "y-axis", "line"]
+        assert lines[2].count('"') == 2  # the title stays one string
     # each table row has as many cells as its header, split the way GitHub splits it
     assert _cell_counts(out_h) == _cell_counts(out_b)
     assert len(set(_cell_counts(out_h))) <= 2  # the plan's 4-column and the policy's 8

@@ -251,6 +251,7 @@ def diff_cmd(
             base=base,
             allow_mass_delete=allow_mass_delete,
             changes_exit=exit_code,
+            charts=fmt != "text",  # the text plan has no chart: no reads for one
         )
     finally:
         registry.close()

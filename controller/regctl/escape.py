@@ -39,6 +39,20 @@ JSON (`json_text`): `json.dumps(..., ensure_ascii=False)` already escapes the C0
     pairs beyond the BMP), so JSON printed on a terminal is as inert as text and stays
     the same JSON value.
 
+Mermaid (`mermaid`), for the text of a chart in a ```mermaid block (xychart-beta titles,
+    axis names and category labels, each inside `"..."`): escaped with `text` (one
+    line), shortened to `limit` characters, then each character that means something to
+    mermaid or to the SVG it draws becomes a mermaid entity code `#<decimal>;`, which
+    mermaid turns back into the character in the drawing (`#34;` is drawn as `"`). Those
+    are `"` (ends the string), `%` (`%%` comments, `%%{init}%%` directives, which mermaid
+    finds anywhere in the text), `#` and `;` (a value's own `#lt;` is shown as written,
+    never decoded), `:` (mermaid rewrites a line with `style`, `:`, `#` and `;`), the
+    backtick (`` "` `` opens a markdown string), `<`, `>` and `&` (HTML; `-->` too),
+    `{`, `}` and `$` (directives, math), and the characters of mermaid's own entity
+    placeholders (`\\ufb02`, `\\xb0`, `\\xb6`, `\\xdf`). Other printable characters, non-ASCII
+    letters included, stay as they are: mermaid sizes the chart by the text it reads, so
+    an entity code takes the room of seven characters.
+
 GitHub workflow commands (`annotation`, `annotation_property`): the message and the
     properties of `::error file=...,title=...::message`, escaped with `text` (one
     line: a value cannot start a workflow command of its own) and then as the Actions
@@ -94,6 +108,19 @@ def md_code(value: str) -> str:
 def md_cell(value: str) -> str:
     """`md_code(value)` for a table cell: pipes escaped so the row keeps its cells."""
     return md_code(value).replace("|", "\\|")
+
+
+_MERMAID_ENCODED: Final = frozenset('"%#;:`<>&{}$\ufb02\xb0\xb6\xdf')
+
+
+def mermaid(value: str, limit: int = 60) -> str:
+    """`value` for the inside of a double-quoted mermaid string: one line, at most `limit`
+    characters as drawn (longer values end in `...`), entity codes where mermaid would
+    read a character as syntax."""
+    body = text(value)
+    if len(body) > limit:
+        body = body[: max(0, limit - 3)] + "..."
+    return "".join(f"#{ord(ch)};" if ch in _MERMAID_ENCODED else ch for ch in body)
 
 
 def _json_escape(ch: str) -> str:

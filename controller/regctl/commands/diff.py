@@ -40,9 +40,12 @@ def diff(
     base: str | None = None,
     allow_mass_delete: bool = False,
     changes_exit: bool = False,
+    charts: bool = True,
 ) -> DiffReport:
-    """Plan (scoped to `models`, or to what changed since git `base`) and judge it."""
+    """Plan (scoped to `models`, or to what changed since git `base`) and judge it; with
+    `charts`, with the data of each alias move's chart (markdown and JSON show it)."""
     planned = make_plan(
         settings, registry, models, prune=prune, base=base, allow_mass_delete=allow_mass_delete
     )
-    return DiffReport(planned, review(settings, planned, registry, base=base), changes_exit)
+    judged = review(settings, planned, registry, base=base, charts=charts)
+    return DiffReport(planned, judged, changes_exit)

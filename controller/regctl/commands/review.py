@@ -4,6 +4,7 @@ policies judge, the incumbents they compare against, and the verdict.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
@@ -36,9 +37,14 @@ from regctl.engine.proof import ProofReader
 from regctl.errors import (
     RegctlError,
 )
-from regctl.policy.comparison import alias_comparison
+from regctl.policy.comparison import (
+    alias_comparison,
+    chart_versions,
+    charted_metric,
+    metric_series,
+)
 from regctl.policy.evaluation import evaluate
-from regctl.policy.values import Comparison, PolicyReport, Review, Subject
+from regctl.policy.values import Comparison, MetricSeries, PolicyReport, Review, Subject
 from regctl.ports import RegistryReader, runs_by_name
 
 if TYPE_CHECKING:
@@ -351,6 +357,74 @@ def incumbents(
     return out
 
 
+CHART_VERSIONS = 20
+"""At most this many versions in an alias move's chart: the newest, the candidate and the
+incumbent (a pull-request comment stays small, and so do the reads)."""
+
+
+def _chart_runs(planned: Planned, model: str) -> dict[int, str | None]:
+    """version -> run id of the versions a chart of `model` may show: the registry's
+    versions whose run is known and the versions the manifests declare (None: the run is
+    not logged yet, and the plan's subjects have its data from its run directory)."""
+    current = planned.observed.models.get(model)
+    runs: dict[int, str | None] = {}
+    if current is not None:
+        runs.update({n: v.run_id for n, v in current.versions.items() if v.run_id})
+    for b in planned.plan.bindings:
+        if b.model == model:
+            runs[b.version] = b.run_id or runs.get(b.version)
+    return runs
+
+
+def series(
+    planned: Planned,
+    reader: RegistryReader,
+    known: Mapping[tuple[str, int], Subject],
+    moves: Sequence[tuple[str, str | None, int, int | None]],
+) -> list[MetricSeries | None]:
+    """For each alias move (model, charted metric or None, candidate, incumbent version),
+    the metric across the model's versions (at most CHART_VERSIONS of them).
+
+    The data of a version comes from `known` (the subjects and incumbents review has
+    read) when it is there, else from its run: the runs no subject covers are read in
+    one `run_data` call for every move (a batched search against a server).
+    """
+    picked: list[tuple[dict[int, str | None], list[int]] | None] = []
+    for model, metric, candidate, incumbent in moves:
+        if metric is None:
+            picked.append(None)
+            continue
+        runs = _chart_runs(planned, model)
+        marked = [candidate] if incumbent is None else [candidate, incumbent]
+        picked.append((runs, chart_versions(runs, marked, CHART_VERSIONS)))
+    unread = {
+        rid
+        for (model, *_), pick in zip(moves, picked, strict=True)
+        if pick is not None
+        for n in pick[1]
+        if (model, n) not in known and (rid := pick[0][n]) is not None
+    }
+    data = reader.run_data(sorted(unread)) if unread else {}
+    out: list[MetricSeries | None] = []
+    for (model, metric, candidate, incumbent), pick in zip(moves, picked, strict=True):
+        if pick is None or metric is None:
+            out.append(None)
+            continue
+        runs, chosen = pick
+        values: dict[int, Mapping[str, float] | None] = {}
+        for n in chosen:
+            subject = known.get((model, n))
+            rid = runs[n]
+            logged = data.get(rid) if rid is not None else None
+            values[n] = (
+                subject.metrics if subject is not None else logged.metrics if logged else None
+            )
+        out.append(
+            metric_series(metric, values, candidate=candidate, incumbent=incumbent, total=len(runs))
+        )
+    return out
+
+
 def review(
     settings: Settings,
     planned: Planned,
@@ -358,13 +432,27 @@ def review(
     *,
     only_touched: bool = True,
     base: str | None = None,
+    charts: bool = False,
 ) -> Review:
-    """Judge the desired state (or just the versions the plan touches) against policy."""
+    """Judge the desired state (or just the versions the plan touches) against policy.
+
+    With `charts`, each alias move's comparison also carries its primary metric across
+    the model's versions (`Comparison.series`, the pull-request comment's chart), which may
+    cost one more batched read of runs; apply and check show no chart and skip it.
+    """
     subs = subjects(planned, reader, only_touched=only_touched)
     holders = incumbents(planned, reader, declared_holders(settings, planned, reader, base))
     report = evaluate(planned.policies, subs, holders, dt.datetime.now(dt.UTC).date())
     by_version = {(s.model, s.version): s for s in subs}
+    known: dict[tuple[str, int], Subject] = {
+        (h.model, h.version): h
+        for hs in holders.values()
+        for h in hs
+        if h.version is not None and h.source != "unknown"
+    }
+    known.update({(s.model, s.version): s for s in subs if s.version is not None})
     comparisons = []
+    moves: list[tuple[str, str | None, int, int | None]] = []
     for c in planned.plan.changes:
         if not isinstance(c, SetAlias):
             continue
@@ -374,17 +462,18 @@ def review(
         declared = holders.get((c.model, c.alias), ())
         inc = next((h for h in declared if h.source != "unknown"), None)
         primary = (cand.params or {}).get("primary_metric", "")
+        rows = tuple(alias_comparison(cand, inc, primary))
         comparisons.append(
-            Comparison(
-                c.model,
-                c.alias,
-                cand.run,
-                inc.run if inc else None,
-                primary,
-                tuple(alias_comparison(cand, inc, primary)),
-            )
+            Comparison(c.model, c.alias, cand.run, inc.run if inc else None, primary, rows)
         )
-    return Review(report, tuple(comparisons))
+        moves.append((c.model, charted_metric(rows, primary), c.new, inc.version if inc else None))
+    if not charts:
+        return Review(report, tuple(comparisons))
+    drawn = series(planned, reader, known, moves)
+    return Review(
+        report,
+        tuple(dataclasses.replace(c, series=s) for c, s in zip(comparisons, drawn, strict=True)),
+    )
 
 
 def check(settings: Settings, registry: ProofReader, models: Sequence[str] = ()) -> PolicyReport:

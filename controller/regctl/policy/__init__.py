@@ -5,13 +5,15 @@ anything is applied (SPEC section 4; `policies/*.yaml` holds `kind: Policy` and
 Modules, in the order they depend on each other:
 
 - `values`: the frozen values (checks, Rule, Policy, Waiver, PolicySet, Subject, Result,
-  PolicyReport, ComparisonRow, Comparison, Review) and the `run_name` placeholder syntax.
+  PolicyReport, ComparisonRow, SeriesPoint, MetricSeries, Comparison, Review) and the
+  `run_name` placeholder syntax.
 - `specs`: the pydantic schemas of the YAML documents (PolicySpec, WaiverSpec, ...).
 - `loading`: `policy_files` and `load_policies`, which validate the documents, report
   every problem with its `file:line` and turn the specs into values.
 - `checks`: one handler per check type; `judge` dispatches on the type in one place.
 - `evaluation`: `evaluate`, which policies and rules apply, verdicts, waivers.
-- `comparison`: `alias_comparison`, the metric rows of an alias move.
+- `comparison`: `alias_comparison`, the metric rows of an alias move; `charted_metric`,
+  `chart_versions` and `metric_series`, the data of its chart.
 
 Rendering a report is `regctl.render.policy` (render imports policy, never the reverse).
 

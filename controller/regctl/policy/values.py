@@ -29,6 +29,7 @@ __all__ = [
     "ComparisonRow",
     "Incumbents",
     "MetricBounds",
+    "MetricSeries",
     "Outcome",
     "Policy",
     "PolicyReport",
@@ -42,6 +43,7 @@ __all__ = [
     "Review",
     "Rule",
     "RunNamePattern",
+    "SeriesPoint",
     "Severity",
     "Subject",
     "Waiver",
@@ -376,9 +378,36 @@ class ComparisonRow(NamedTuple):
     delta: float | None
 
 
+class SeriesPoint(NamedTuple):
+    """One version's value of the charted metric: None when the version's run has no such
+    metric (or its run data is unavailable); NaN and infinities are kept as they are."""
+
+    version: int
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSeries:
+    """One metric across a model's versions, for an alias move's chart.
+
+    `points` are sorted by version: at most a cap of them, the newest ones plus the
+    candidate and the incumbent (`total` says how many versions were known before the
+    cap). `candidate` is the version the alias moves to; `incumbent` the version holding
+    it before the change (None when there is none or it has no version any more).
+    """
+
+    metric: str
+    points: tuple[SeriesPoint, ...]
+    candidate: int
+    incumbent: int | None
+    total: int
+
+
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """An alias move's evidence: the candidate's metrics beside the incumbent's."""
+    """An alias move's evidence: the candidate's metrics beside the incumbent's, and the
+    primary metric across the model's versions (`series`, None when there is no primary
+    metric to chart)."""
 
     model: str
     alias: str
@@ -386,6 +415,7 @@ class Comparison:
     incumbent: str | None
     primary_metric: str
     rows: tuple[ComparisonRow, ...]
+    series: MetricSeries | None = None
 
 
 @dataclass(frozen=True, slots=True)

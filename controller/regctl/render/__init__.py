@@ -1,6 +1,7 @@
 """regctl.render: text, markdown, JSON and GitHub annotations, one module per subject.
 
 - `plan`: the plan (text, JSON, the PR comment's markdown), with its review.
+- `chart`: the mermaid chart of an alias move's primary metric (markdown only).
 - `policy`: a policy report in every format.
 - `resolve`: what `regctl resolve` prints.
 - `importing`: the import report.

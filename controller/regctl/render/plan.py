@@ -13,6 +13,7 @@ inside the ```diff fence are `escape.text` lines, so no value can close the fenc
 from __future__ import annotations
 
 import json
+import math
 from functools import singledispatch
 from typing import Any
 
@@ -31,7 +32,8 @@ from regctl.core.plan import (
     SetVersionDescription,
     SyncRun,
 )
-from regctl.policy.values import Comparison, Review
+from regctl.policy.values import Comparison, MetricSeries, Review
+from regctl.render.chart import chart_lines
 from regctl.render.policy import render_report
 
 _COLORS = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m", "!": "\x1b[36m"}
@@ -210,7 +212,7 @@ def _comparison_table(comp: Comparison) -> list[str]:
         if row is comp.rows[0] and comp.primary_metric:
             name = f"**{name}**"
         out.append(f"| {name} | {_fmt(row.candidate)} | {_fmt(row.incumbent)} | {delta} |")
-    return out
+    return out + chart_lines(comp)
 
 
 def render_markdown(plan: Plan, review: Review | None = None) -> str:
@@ -257,6 +259,27 @@ def render_markdown(plan: Plan, review: Review | None = None) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+def _series_json(series: MetricSeries | None) -> dict[str, Any] | None:
+    """The chart's data: a value that is missing or not finite is null, and `skipped`
+    says which (strict JSON has no NaN)."""
+    if series is None:
+        return None
+    points: list[dict[str, Any]] = []
+    for p in series.points:
+        finite = p.value is not None and math.isfinite(p.value)
+        point: dict[str, Any] = {"version": p.version, "value": p.value if finite else None}
+        if not finite:
+            point["skipped"] = "missing" if p.value is None else repr(p.value)
+        points.append(point)
+    return {
+        "metric": series.metric,
+        "candidate": series.candidate,
+        "incumbent": series.incumbent,
+        "total": series.total,
+        "points": points,
+    }
+
+
 def render_json(plan: Plan, review: Review | None = None) -> str:
     """Stable, versioned JSON (keys sorted, changes in apply order)."""
     data = plan.to_json()
@@ -270,6 +293,7 @@ def render_json(plan: Plan, review: Review | None = None) -> str:
                 "incumbent": c.incumbent,
                 "primary_metric": c.primary_metric,
                 "rows": [r._asdict() for r in c.rows],
+                "series": _series_json(c.series),
             }
             for c in review.comparisons
         ]
