@@ -44,6 +44,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
 BODY_LIMIT = 65536
 DOCS = "https://docs.github.com/rest"
 
@@ -571,3 +575,34 @@ def _body(data: Mapping[str, Any], resource: str, *, required: bool) -> str:
         errors = [{"resource": resource, "code": "custom", "field": "body", "message": message}]
         raise _Refused(422, "Validation Failed", errors)
     return text
+
+
+# ---- helpers for the tests of regctl's GitHub side --------------------------------------
+
+
+def use_env(monkeypatch: pytest.MonkeyPatch, values: Mapping[str, str]) -> None:
+    """Exactly these GitHub variables (CI may have set its own)."""
+    env = actions_environ(values)
+    for key in set(os.environ) - set(env):
+        monkeypatch.delenv(key)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+
+
+def md_tokens(text: str) -> list[Token]:
+    """Every token, the inline children included, in document order."""
+    out: list[Token] = []
+    for token in MarkdownIt("commonmark").enable("table").parse(text):
+        out.append(token)
+        out.extend(token.children or ())
+    return out
+
+
+def hrefs(text: str) -> set[str]:
+    return {str(t.attrs["href"]) for t in md_tokens(text) if t.type == "link_open"}
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)

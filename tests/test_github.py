@@ -11,52 +11,21 @@ wrong token, and records every request. Markdown is parsed with markdown-it-py
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
 
 from regctl.adapters.github import next_link
 from regctl.render import github as rendering
 
 from conftest import REPO
-from githubstub import GitHubStub, actions_environ
+from githubstub import GitHubStub, actions_environ, hrefs, md_tokens, use_env, write
 
 Cli = Callable[..., tuple[int, str, str]]
 MARKER = "<!-- regctl:regctl-plan -->"
-
-
-def use_env(monkeypatch: pytest.MonkeyPatch, values: Mapping[str, str]) -> None:
-    """Exactly these GitHub variables (CI may have set its own)."""
-    env = actions_environ(values)
-    for key in set(os.environ) - set(env):
-        monkeypatch.delenv(key)
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-
-
-def md_tokens(text: str) -> list[Token]:
-    """Every token, the inline children included, in document order."""
-    out: list[Token] = []
-    for token in MarkdownIt("commonmark").enable("table").parse(text):
-        out.append(token)
-        out.extend(token.children or ())
-    return out
-
-
-def hrefs(text: str) -> set[str]:
-    return {str(t.attrs["href"]) for t in md_tokens(text) if t.type == "link_open"}
-
-
-def write(tmp_path: Path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return str(path)
 
 
 @pytest.fixture

@@ -9,51 +9,20 @@ the plan and the error output stay data.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
 
 from regctl.core.plan import CreateModel, Plan, SetModelDescription
 from regctl.render import github as rendering
 from regctl.render.plan import render_markdown
 
-from githubstub import GitHubStub, actions_environ
+from githubstub import GitHubStub, hrefs, md_tokens, use_env, write
 
 Cli = Callable[..., tuple[int, str, str]]
 HOSTILE = "``` <!-- <img src=x onerror=alert(1)> @octocat [x](https://evil.example)\x1b[2J\u202e"
-
-
-def use_env(monkeypatch: pytest.MonkeyPatch, values: Mapping[str, str]) -> None:
-    """Exactly these GitHub variables (CI may have set its own)."""
-    env = actions_environ(values)
-    for key in set(os.environ) - set(env):
-        monkeypatch.delenv(key)
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-
-
-def md_tokens(text: str) -> list[Token]:
-    """Every token, the inline children included, in document order."""
-    out: list[Token] = []
-    for token in MarkdownIt("commonmark").enable("table").parse(text):
-        out.append(token)
-        out.extend(token.children or ())
-    return out
-
-
-def hrefs(text: str) -> set[str]:
-    return {str(t.attrs["href"]) for t in md_tokens(text) if t.type == "link_open"}
-
-
-def write(tmp_path: Path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return str(path)
 
 
 PLAN = "### regctl plan\n\n**1 to change.**\n\n```diff\n~ m: alias Production 1 -> 2\n```\n"
