@@ -143,3 +143,20 @@ def test_init_import_fills_the_manifests_from_the_registry(tmp_path: Path, uniq:
     assert regctl("validate", cwd=team).returncode == 0
     diff = regctl("diff", "--exit-code", cwd=team, env=env)
     assert diff.returncode == 0, diff.stdout + diff.stderr
+
+
+def test_force_never_writes_through_a_link(tmp_path: Path) -> None:
+    """A linked folder in the team's repository (`policies -> elsewhere`) would send the
+    scaffold's files outside it: refused before any write, even with --force."""
+    team = tmp_path / "team"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    team.mkdir()
+    (team / "policies").symlink_to(elsewhere, target_is_directory=True)
+    (team / "README.md").write_text("ours\n")
+    proc = regctl("init", "--force", str(team), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "policies: is a link" in proc.stderr and "nothing was written" in proc.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert (team / "README.md").read_text() == "ours\n"
+    assert not (team / "manifests").exists()

@@ -103,20 +103,26 @@ class InitReport:
 
 
 def _in_the_way(root: Path, files: dict[str, str]) -> list[str]:
-    """The paths init would write that exist already (a file, a folder or a link),
-    and any parent that exists but is not a folder."""
-    found = []
+    """The paths init would write that exist already (a file, a folder or a link)."""
+    return sorted(rel for rel in files if (root / rel).is_symlink() or (root / rel).exists())
+
+
+def _unsafe(root: Path, files: dict[str, str]) -> list[str]:
+    """What even `--force` must not write through: a link or a non-folder among the
+    parents of a path (a linked `policies/` would send the files elsewhere), or a link or
+    folder where a file goes."""
+    found = set()
     for rel in files:
-        path = root / rel
-        if path.is_symlink() or path.exists():
-            found.append(rel)
-            continue
-        parent = path.parent
-        while parent != root and not parent.exists() and not parent.is_symlink():
-            parent = parent.parent
-        if parent != root and (parent.is_symlink() or not parent.is_dir()):
-            found.append(parent.relative_to(root).as_posix())
-    return sorted(set(found))
+        parent = root
+        for part in Path(rel).parts[:-1]:
+            parent = parent / part
+            if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
+                found.add(f"{parent.relative_to(root).as_posix()}: is a link or not a folder")
+                break
+        leaf = root / rel
+        if leaf.is_symlink() or leaf.is_dir():
+            found.add(f"{rel}: is a link or a folder")
+    return sorted(found)
 
 
 def init(
@@ -136,15 +142,18 @@ def init(
     report = InitReport(root)
     if root.exists() and not root.is_dir():
         raise RegctlError(f"{root}: exists and is not a folder")
+    if root.is_symlink():
+        raise RegctlError(f"{root}: is a link; give the folder itself")
     report.existing = _in_the_way(root, files)
     if report.existing and not force:
         return report
+    unsafe = _unsafe(root, files)
+    if unsafe:  # checked before any write: nothing is half done
+        raise RegctlError(f"{root}: nothing was written: {'; '.join(unsafe)}; remove it first")
     for rel, text in files.items():
         path = root / rel
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if path.is_symlink() or path.is_dir():
-                raise RegctlError(f"{path}: is a link or a folder; remove it first")
             path.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise RegctlError(f"{path}: cannot write: {exc.strerror or exc}") from None
