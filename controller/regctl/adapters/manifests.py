@@ -57,6 +57,11 @@ class VersionSpec(Strict):
     )
     description: Description | None = Field(None, description="Version description.")
     aliases: list[NonEmpty] = Field(default_factory=list, description="Aliases on this version.")
+    digest: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(
+        None,
+        description="Pin of the version's content digest (`sha256:` + 64 hex): diff and apply "
+        "refuse when the registry's record (or the run directory) says otherwise.",
+    )
 
 
 class ManifestSpec(Strict):
@@ -322,6 +327,7 @@ def _to_desired(spec: ManifestSpec, doc: Document) -> DesiredModel:
                 version=v.version,
                 description=v.description,
                 aliases=tuple(v.aliases),
+                digest=v.digest,
             )
         )
     return DesiredModel(

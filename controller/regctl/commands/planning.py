@@ -174,6 +174,7 @@ def make_plan(
             prune=prune,
             complete=complete,
             max_delete_share=None if allow_mass_delete else MAX_DELETE_SHARE,
+            contents={i.key: i.record.files for i in inputs.items},
         )
 
     plan = plan_with(proofs)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from regctl.core.binding import Registered, bind, pinned, source_path
+from regctl.core.digests import content_changes
 from regctl.core.model import (
     ENTRY_TAG,
     MANAGED_TAG,
@@ -41,6 +42,7 @@ from regctl.core.plan import (
     SyncRun,
     order,
 )
+from regctl.core.runs import RunFile
 from regctl.errors import Location, PlanError, Problem
 
 MAX_DELETE_SHARE = 0.5
@@ -432,6 +434,7 @@ def diff(
     prune: bool = False,
     complete: bool = True,
     max_delete_share: float | None = MAX_DELETE_SHARE,
+    contents: Mapping[tuple[str, str], Sequence[RunFile]] | None = None,
 ) -> Plan:
     """Compute the plan. Raises PlanError when the desired state cannot be reached.
 
@@ -458,6 +461,7 @@ def diff(
                 b = bindings.get(v.index)
                 if b is not None and b.run_id is None:
                     used_pending.add((model.experiment, v.run))
+        changes.extend(content_changes(model, current, bindings, changes, contents or {}, problems))
         changes.extend(_compare_descriptions(model, current, bindings))
         changes.extend(_compare_aliases(model, current, bindings))
         more, more_notes = _compare_unclaimed(model, current, bindings, prune)

@@ -87,6 +87,7 @@ class DesiredVersion:
     version: int | None
     description: str | None
     aliases: tuple[str, ...]
+    digest: str | None = None
 
     @property
     def run_ref(self) -> str:

@@ -136,6 +136,10 @@ class CreateVersion(Change):
     expected_version: int = 0
     pinned: bool = False
     location: str = ""
+    digest: str | None = None
+    """The content digest to record (`regctl.digest`), from the entry's run directory."""
+    files: str | None = None
+    """The per-file record (`regctl.files`), when it fits one tag."""
 
     def source(self, run_id: str) -> str:
         return f"runs:/{run_id}/{self.artifact_path}" if self.artifact_path else f"runs:/{run_id}"
@@ -145,6 +149,22 @@ class CreateVersion(Change):
 
     def touched_version(self) -> int | None:
         return self.expected_version
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDigest(Change):
+    """Record the content digest of an existing version (adopted, or registered before
+    regctl recorded digests), computed from the entry's run directory."""
+
+    verb: ClassVar[str] = "record_digest"
+    symbol: ClassVar[str] = "+"
+    phase: ClassVar[int] = 3
+    version: int = 0
+    digest: str = ""
+    files: str | None = None
+
+    def lane(self) -> tuple[Any, ...]:
+        return (self.model, "version", self.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +247,7 @@ CHANGE_TYPES: dict[str, type[Change]] = {
         SetModelDescription,
         SetModelTag,
         CreateVersion,
+        RecordDigest,
         SetVersionDescription,
         SetAlias,
         DeleteAlias,

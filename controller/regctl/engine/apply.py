@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any, Protocol
 
+from regctl.core.digests import DIGEST_TAG, FILES_TAG
 from regctl.core.model import ENTRY_TAG, PROVENANCE_TAG, entry_identity
 from regctl.core.plan import (
     Change,
@@ -25,6 +26,7 @@ from regctl.core.plan import (
     DeleteModel,
     DeleteVersion,
     Plan,
+    RecordDigest,
     SetAlias,
     SetModelDescription,
     SetModelTag,
@@ -150,6 +152,8 @@ def _create_or_adopt(change: CreateVersion, ctx: ApplyContext, run_id: str) -> i
             tags = {
                 **ctx.provenance_tags,
                 ENTRY_TAG: entry_identity(change.experiment, change.run_name, run_id),
+                **({DIGEST_TAG: change.digest} if change.digest else {}),
+                **({FILES_TAG: change.files} if change.digest and change.files else {}),
             }
             return ctx.writer.create_version(change.model, source, run_id, change.description, tags)
         except RegistryError as err:
@@ -188,6 +192,15 @@ def _(change: CreateVersion, ctx: ApplyContext) -> None:
             total=0,
         )
     ctx.created[(change.model, change.entry)] = number
+
+
+@_handle.register
+def _(change: RecordDigest, ctx: ApplyContext) -> None:
+    # the per-file list first: a digest without its list is a complete record, a list
+    # without the digest is ignored (it is believed only when it hashes to the digest)
+    if change.files:
+        ctx.writer.set_version_tag(change.model, change.version, FILES_TAG, change.files)
+    ctx.writer.set_version_tag(change.model, change.version, DIGEST_TAG, change.digest)
 
 
 @_handle.register

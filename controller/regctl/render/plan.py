@@ -26,6 +26,7 @@ from regctl.core.plan import (
     DeleteModel,
     DeleteVersion,
     Plan,
+    RecordDigest,
     SetAlias,
     SetModelDescription,
     SetModelTag,
@@ -90,7 +91,16 @@ def _(c: CreateVersion) -> tuple[str, list[str]]:
     ]
     if c.description is not None:
         lines.append(f"description: {_q(c.description)}")
+    if c.digest:
+        lines.append(f"content: {c.digest}")
     return f"version {c.expected_version}{pin} from run {run}", lines
+
+
+@describe.register
+def _(c: RecordDigest) -> tuple[str, list[str]]:
+    return f"version {c.version} content digest: {c.digest}", [
+        "recorded from the entry's run directory (the version had no record)"
+    ]
 
 
 @describe.register

@@ -86,6 +86,12 @@ class RegistryWrites(StoreClient):
             lambda: self._registry.update_model_version(name, str(version), description),
         )
 
+    def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        self._call(
+            "set version tag",
+            lambda: self._registry.set_model_version_tag(name, str(version), key, value),
+        )
+
     def set_alias(self, name: str, alias: str, version: int) -> None:
         self._call(
             "set alias",
