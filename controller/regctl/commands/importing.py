@@ -39,7 +39,16 @@ from regctl.errors import InputError, Location, Problem
 SCHEMA_FILE = "schema/regctl.schema.json"
 """Where the JSON Schema lives in a repository (see `regctl.commands.schema`)."""
 
-_ENTRY_ORDER = ("run", "run_id", "run_dir", "artifact_path", "version", "description", "aliases")
+_ENTRY_ORDER = (
+    "run",
+    "run_id",
+    "run_dir",
+    "artifact_path",
+    "version",
+    "description",
+    "aliases",
+    "digest",
+)
 _MODEL_ORDER = (
     "apiVersion",
     "kind",
@@ -305,6 +314,13 @@ class Update:
             ed.set_scalar(node, v.description)
             self.changes.append(f"{label}: description")
         self._aliases(item, dv, v, col, label)
+        if v.digest is not None and dv.digest != v.digest:
+            node = ed.get(item, "digest")
+            if node is not None:
+                ed.set_scalar(node, v.digest)
+            else:
+                self._insert(item, "digest", render_pair("digest", v.digest, col), _ENTRY_ORDER)
+            self.changes.append(f"{label}: digest")
 
     def _aliases(
         self, item: MappingNode, dv: DesiredVersion, v: Declarable, col: int, label: str

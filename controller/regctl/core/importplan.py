@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from regctl.core.binding import bind, pinned, source_path
+from regctl.core.digests import DIGEST_PATTERN, DIGEST_TAG
 from regctl.core.model import (
     LEDGER_MODEL,
     PROVENANCE_PREFIX,
@@ -157,6 +158,8 @@ class Declarable:
     path: str | None
     description: str
     aliases: tuple[str, ...]
+    digest: str | None = None
+    """The version's recorded content digest (`regctl.digest`), written as a pin."""
 
 
 @dataclass
@@ -221,9 +224,16 @@ def live_versions(model: ObservedModel, lk: Lookups, warnings: list[str]) -> lis
                 path,
                 ov.description,
                 tuple(by_version.get(number, ())),
+                _recorded_digest(ov.tags),
             )
         )
     return out
+
+
+def _recorded_digest(tags: Mapping[str, str]) -> str | None:
+    """A well-formed `regctl.digest`, else None (a malformed one is not copied into a pin)."""
+    value = tags.get(DIGEST_TAG)
+    return value if value is not None and DIGEST_PATTERN.match(value) else None
 
 
 def keep_versions(
@@ -309,6 +319,8 @@ def entry_pairs(
     pairs += [("version", v.number), ("description", v.description)]
     if v.aliases:
         pairs.append(("aliases", list(v.aliases)))
+    if v.digest:
+        pairs.append(("digest", v.digest))
     return pairs
 
 
@@ -342,6 +354,7 @@ def entry_differs(dv: DesiredVersion, v: Declarable, experiment: str | None, lk:
         or (dv.version is not None and dv.version != v.number)
         or (dv.description is not None and dv.description != v.description)
         or set(dv.aliases) != set(v.aliases)
+        or (v.digest is not None and dv.digest != v.digest)
     )
 
 

@@ -87,9 +87,12 @@ class RegistryWrites(StoreClient):
         )
 
     def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        from mlflow.entities.model_registry import ModelVersionTag
+
+        tag = ModelVersionTag(key, value)
         self._call(
             "set version tag",
-            lambda: self._registry.set_model_version_tag(name, str(version), key, value),
+            lambda: self._registry.set_model_version_tag(name, str(version), tag),
         )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
