@@ -9,9 +9,11 @@ What it does, in the order a service would:
 1. `regctl.resolve(MODEL@ALIAS)`: the alias is read once and becomes one version number.
 2. `Resolved.download(DIR)`: exactly that version's files (all or nothing); DIR is
    `--out`, else a temporary folder removed afterwards.
-3. `regctl.verify(DIR)` when this regctl has it: the files are re-hashed against what
-   regctl recorded, and a mismatch stops here. Loading a `.joblib` file runs pickled
-   code, so a service should load only files it has verified.
+   Every file is hashed as it arrives and the whole is checked against the content
+   digest the registry records for the version; a mismatch stops the download.
+3. `regctl.verify(DIR)`: the folder is re-hashed against its lock, as a service would
+   before each load. Loading a `.joblib` file runs pickled code, so a version without a
+   content record is refused unless `--allow-unverified`.
 4. Loads the model by the run's `model_type` param: LightGBM's `model.txt` with
    `lightgbm.Booster`, or the HMM's `model.joblib` and `scaler.joblib` with joblib.
 5. Predicts on the first N rows of the example data's test split.
@@ -30,11 +32,13 @@ Exit codes: 0 success, 1 error (one line on stderr), 2 bad arguments, 130 Ctrl-C
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import math
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +46,7 @@ from types import ModuleType
 from typing import Any
 
 import regctl
-from regctl.engine.resolved import Resolved
+from regctl.engine.resolved import Resolved, UnverifiedContent
 from regctl.errors import RegctlError
 from regctl.escape import text
 
@@ -177,15 +181,21 @@ LIBRARIES = {"lgbm": ("lightgbm", "numpy"), "hmm": ("joblib", "hmmlearn", "sklea
 # ------------------------------------------------------------------------------ the client
 
 
-def _verify(folder: Path) -> str:
-    """Re-hash the download against its lock file when this regctl can; what to print."""
-    verify = getattr(regctl, "verify", None)
-    if verify is None:
-        return "skipped (this regctl has no regctl.verify; sizes were checked on download)"
-    result = verify(folder)  # raises on a mismatch
-    if result is False or getattr(result, "ok", True) is False:
-        raise InferenceError(f"{folder}: the downloaded files do not match their digests")
-    return "yes (regctl.verify)"
+def _verify(resolved: Resolved, folder: Path, allow_unverified: bool) -> str:
+    """Re-hash the download against its lock (the download itself was checked against the
+    registry's record); what to print. A version without a record is refused unless
+    `allow_unverified`: loading a .joblib file runs pickled code."""
+    checked = regctl.verify(folder)  # raises VerifyFailed, naming the files, on a mismatch
+    if resolved.content_digest is None:
+        if not allow_unverified:
+            raise InferenceError(
+                f"{text(resolved.target)}: version {resolved.version} has no content record, "
+                "so its files cannot be checked against the reviewed bytes; record one with "
+                f"`regctl verify --record {text(resolved.model)}/{resolved.version}` or pass "
+                "--allow-unverified"
+            )
+        return f"no (no content record; {checked.files} files, {checked.digest})"
+    return f"yes, {checked.digest} ({checked.files} files, the registry's record)"
 
 
 def _format(value: float, column: str) -> str:
@@ -194,7 +204,13 @@ def _format(value: float, column: str) -> str:
     return str(int(value)) if column == "state" else f"{value:.6f}"
 
 
-def infer(target: str, tracking_uri: str | None, rows: int, folder: Path) -> list[str]:
+def infer(
+    target: str,
+    tracking_uri: str | None,
+    rows: int,
+    folder: Path,
+    allow_unverified: bool = False,
+) -> list[str]:
     """Resolve, download into `folder`, verify, load and predict; the lines to print."""
     resolved: Resolved = regctl.resolve(target, tracking_uri)
     model_type = resolved.params.get("model_type", "")
@@ -208,8 +224,10 @@ def infer(target: str, tracking_uri: str | None, rows: int, folder: Path) -> lis
     for module in LIBRARIES[model_type]:
         _load(module)
     _example_data()
-    downloaded = resolved.download(folder)
-    verified = _verify(downloaded)
+    with warnings.catch_warnings():  # a version without a record: _verify decides
+        warnings.simplefilter("ignore", UnverifiedContent)
+        downloaded = resolved.download(folder)
+    verified = _verify(resolved, downloaded, allow_unverified)
     prediction = predict(downloaded, resolved.model_file, rows)
     lines = [
         f"{text(resolved.target)}: {text(resolved.model)} version {resolved.version}"
@@ -260,13 +278,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="download here and keep it (absent or empty); else a temp dir"
     )
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="load a version that has no content record (registered before digests)",
+    )
     args = parser.parse_args(argv)
+    run = functools.partial(infer, args.target, args.tracking_uri, args.rows)
     try:
         if args.out is not None:
-            lines = infer(args.target, args.tracking_uri, args.rows, args.out)
+            lines = run(args.out, args.allow_unverified)
         else:
             with tempfile.TemporaryDirectory(prefix="regctl-infer-") as tmp:
-                lines = infer(args.target, args.tracking_uri, args.rows, Path(tmp) / "model")
+                lines = run(Path(tmp) / "model", args.allow_unverified)
     except KeyboardInterrupt:
         return 130
     except (RegctlError, InferenceError, OSError) as err:

@@ -155,6 +155,9 @@ def test_lgbm_at_staging_predicts_what_the_model_files_predict(
     assert f"{applied.name(LGBM)}@Staging: {applied.name(LGBM)} version 1 (lgbm)" in out
     assert f"run:        {LGBM_RUN} (" in out
     assert "model file: model.txt" in out
+    lock = json.loads((out_dir / "regctl-resolved.json").read_text())
+    assert f"verified:   yes, {lock['digest']} (11 files, the registry's record)" in out
+    assert lock["verified"] is True and lock["digest"] == lock["content_digest"]
     # --out keeps the download: the version's files and what was resolved
     assert (out_dir / "model.txt").read_bytes() == (RUNS / LGBM_RUN / "model.txt").read_bytes()
     assert json.loads((out_dir / "regctl-resolved.json").read_text())["version"] == 1

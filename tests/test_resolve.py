@@ -6,6 +6,7 @@ and experiment names; tests that change the registry make models of their own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -205,8 +206,8 @@ def test_resolve_by_alias_and_version(
     published: Published, base: str, alias: str, run: str, kind: str, model_file: str
 ) -> None:
     name = published.name(base)
-    out, code = cmd.resolve_command(published.settings, f"{name}@{alias}", "json", None)
-    assert code == 0
+    out, code, warned = cmd.resolve_command(published.settings, f"{name}@{alias}", "json", None)
+    assert code == 0 and warned == ()  # apply recorded the content digest
     data = json.loads(out)
     assert data["kind"] == "Resolved" and data["target"] == f"{name}@{alias}"
     assert (data["model"], data["alias"], data["version"]) == (name, alias, 1)
@@ -228,6 +229,9 @@ def test_resolve_by_alias_and_version(
     assert all(k.startswith("regctl.") for k in data["provenance"]["version"])
     assert "owner" not in data["provenance"]["model"]  # the manifest's own tags are not provenance
     assert data["description"]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", data["content_digest"])
+    assert data["provenance"]["version"]["regctl.digest"] == data["content_digest"]
+    assert "regctl.files" not in data["provenance"]["version"]  # the download lists files
 
     by_version = json.loads(cmd.resolve_command(published.settings, f"{name}/1", "json", None)[0])
     assert by_version["alias"] is None and by_version["target"] == f"{name}/1"
@@ -235,9 +239,11 @@ def test_resolve_by_alias_and_version(
         k: v for k, v in data.items() if k not in ("alias", "target")
     }
 
-    text, code = cmd.resolve_command(published.settings, f"{name}@{alias}", "text", None)
+    text, code, _ = cmd.resolve_command(published.settings, f"{name}@{alias}", "text", None)
     assert code == 0
     lines = text.splitlines()
+    assert f"  content:      {data['content_digest']}" in lines
+    assert not any("regctl.files" in line or "regctl.digest" in line for line in lines)
     assert lines[0] == f"{name}@{alias}: {name} version 1"
     assert f"  run:          {run} ({data['run']['id']})" in lines
     assert f"  model file:   {model_file}" in lines
@@ -259,8 +265,8 @@ def test_download_matches_the_run_directory(
     name = published.name(base)
     expected = files_of(published.run_dir(run))
     dest = tmp_path / "model"
-    out, code = cmd.resolve_command(published.settings, f"{name}@{alias}", "text", dest)
-    assert code == 0
+    out, code, warned = cmd.resolve_command(published.settings, f"{name}@{alias}", "text", dest)
+    assert code == 0 and warned == ()
     assert f"downloaded {len(expected)} files ({sum(expected.values())} bytes) to {dest}" in out
     assert out.endswith(f"model file: {dest / model_file}")
     got = files_of(dest)
@@ -270,7 +276,14 @@ def test_download_matches_the_run_directory(
     for rel in expected:  # same bytes, not only the same sizes
         assert (dest / rel).read_bytes() == (published.run_dir(run) / rel).read_bytes()
     assert record["version"] == 1 and record["run"]["name"] == run
-    assert record["files"] == [{"path": p, "size": s} for p, s in expected.items()]
+    root = published.run_dir(run)
+    assert record["files"] == [
+        {"path": p, "size": s, "sha256": hashlib.sha256((root / p).read_bytes()).hexdigest()}
+        for p, s in expected.items()
+    ]
+    assert record["verified"] is True
+    assert record["digest"] == record["content_digest"]  # what the registry records
+    assert f"content: {record['digest']} (matches the registry's record)" in out.splitlines()
     assert leftovers(tmp_path) == []
 
     # the Python API, by version, into an existing empty folder (replaced atomically)
@@ -295,6 +308,8 @@ def test_download_matches_the_run_directory(
     )
     assert as_json["download"]["directory"] == str(tmp_path / "j")
     assert as_json["download"]["files"] == record["files"]
+    assert as_json["download"]["digest"] == record["digest"]
+    assert as_json["download"]["verified"] is True
 
 
 def test_download_never_overwrites(published: Published, tmp_path: Path) -> None:

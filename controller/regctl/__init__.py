@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy public API for inference code: `regctl.resolve("name@Production")`, `Resolved`.
+    """Lazy public API for inference code: `regctl.resolve("name@Production")`, `Resolved`,
+    `regctl.verify(dir)`.
 
     `resolve` lives in `regctl.commands.resolve`, `Resolved` in `regctl.engine.resolved`;
     importing them does not import mlflow either (calling `resolve` does).
@@ -19,6 +20,10 @@ def __getattr__(name: str) -> Any:
         from regctl.commands.resolve import resolve
 
         return resolve
+    if name == "verify":
+        from regctl.commands.verify import verify
+
+        return verify
     if name == "Resolved":
         from regctl.engine.resolved import Resolved
 

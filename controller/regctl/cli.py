@@ -17,6 +17,7 @@ import click
 
 from regctl import escape
 from regctl.cli_github import github
+from regctl.cli_verify import DIGEST_HELP, download_progress, verify
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
 
 if TYPE_CHECKING:
@@ -473,16 +474,24 @@ def unlock_cmd(opts: Opts, lease_id: str) -> int:
     type=click.Path(path_type=Path),
     metavar="DIR",
     default=None,
-    help="Download the version's files into DIR (absent or empty).",
+    help="Download the version's files into DIR (absent or empty), checked against the "
+    "registry's content record.",
 )
+@click.option("--digest", metavar="sha256:HEX", default=None, help=DIGEST_HELP)
 @click.pass_obj
-def resolve_cmd(opts: Opts, target: str, fmt: str, download: Path | None) -> int:
+def resolve_cmd(
+    opts: Opts, target: str, fmt: str, download: Path | None, digest: str | None
+) -> int:
     """Show what NAME@ALIAS or NAME/VERSION resolves to; --download fetches its files."""
     from regctl.commands.resolve import resolve_command
 
-    text, code = resolve_command(opts.settings, target, fmt, download)
-    click.echo(text)
-    return code
+    report = resolve_command(
+        opts.settings, target, fmt, download, digest=digest, progress=download_progress()
+    )
+    for warning in report.warnings:
+        _err(f"warning: {warning}")
+    click.echo(report.text)
+    return report.exit_code
 
 
 @cli.command(name="import")
@@ -537,6 +546,7 @@ def schema_cmd(opts: Opts) -> int:
 
 
 cli.add_command(github)
+cli.add_command(verify)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -561,7 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegctlError as exc:
         if debug:
             traceback.print_exc()
-        _err(f"error: {_one_line(exc)}")
+        for line in getattr(exc, "lines", None) or (str(exc),):  # one per file named
+            _err(f"error: {_one_line(line)}")
         return exc.exit_code
     except KeyboardInterrupt:
         _err("interrupted")

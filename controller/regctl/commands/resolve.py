@@ -12,16 +12,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
-from regctl.commands.printed import Printed
 from regctl.config import Settings, find_repo, open_registry, resolve_tracking
 from regctl.engine.download import ResolveReader, download_with, resolve_with
-from regctl.engine.resolved import Progress, Resolved, ResolveError, Target, parse_target
+from regctl.engine.resolved import (
+    Downloaded,
+    Progress,
+    Resolved,
+    ResolveError,
+    Target,
+    UnverifiedContent,
+    parse_target,
+)
 from regctl.render.resolve import FORMATS, render_json, render_text
 
-__all__ = ["resolve", "resolve_command"]
+__all__ = ["ResolveReport", "resolve", "resolve_command", "unverified_message"]
 
 
 def resolve(
@@ -44,21 +53,57 @@ def resolve(
         return _resolve(reader, want, settings)
 
 
-def resolve_command(settings: Settings, target: str, fmt: str, download: Path | None) -> Printed:
-    """`regctl resolve TARGET [--format text|json] [--download DIR]`: output and exit code.
+class ResolveReport(NamedTuple):
+    """What `regctl resolve` prints (stdout), warns (stderr, one line each), exits with."""
+
+    text: str
+    exit_code: int
+    warnings: tuple[str, ...]
+
+
+def resolve_command(
+    settings: Settings,
+    target: str,
+    fmt: str,
+    download: Path | None,
+    *,
+    digest: str | None = None,
+    progress: Progress | None = None,
+) -> ResolveReport:
+    """`regctl resolve TARGET [--format text|json] [--download DIR [--digest D]]`.
 
     The output has no trailing newline. Failures raise RegctlError (shown by the CLI's
-    error handler), so the code is 0 whenever there is output.
+    error handler), so the code is 0 whenever there is output. A version without a
+    content record is a warning (its download was checked against sizes only).
     """
     if fmt not in FORMATS:
         raise ResolveError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    if digest is not None and download is None:
+        raise ResolveError("--digest checks a download: give --download DIR too")
     want = parse_target(target)
     with _opened(settings) as reader:
         resolved = _resolve(reader, want, settings)
-        fetched = download_with(resolved, reader, download) if download is not None else None
+        fetched = None
+        if download is not None:
+            fetched = download_with(resolved, reader, download, progress=progress, digest=digest)
+    warned = () if resolved.content_digest else (unverified_message(resolved, fetched),)
     if fmt == "json":
-        return Printed(render_json(resolved, fetched), 0)
-    return Printed(render_text(resolved, fetched), 0)
+        return ResolveReport(render_json(resolved, fetched), 0, warned)
+    return ResolveReport(render_text(resolved, fetched), 0, warned)
+
+
+def unverified_message(resolved: Resolved, fetched: Downloaded | None) -> str:
+    """The warning for a version that has no content record."""
+    checked = (
+        "its files were checked against MLflow's sizes only"
+        if fetched
+        else ("a download cannot be checked against the reviewed bytes")
+    )
+    return (
+        f"{resolved.model} version {resolved.version} has no content record ({checked}); "
+        f"after checking it, record one with `regctl verify --record "
+        f"{resolved.model}/{resolved.version}`"
+    )
 
 
 def _resolve(reader: ResolveReader, want: Target, settings: Settings) -> Resolved:
@@ -71,10 +116,15 @@ def _fetch(
     resolved: Resolved,
     directory: str | os.PathLike[str],
     progress: Progress | None,
+    digest: str | None,
 ) -> Path:
-    """`Resolved.download`: open the registry it came from again and download."""
+    """`Resolved.download`: open the registry it came from again and download; warn
+    (`UnverifiedContent`) when the version has no content record."""
     with _opened(settings) as reader:
-        return download_with(resolved, reader, directory, progress=progress).directory
+        fetched = download_with(resolved, reader, directory, progress=progress, digest=digest)
+    if not fetched.verified:
+        warnings.warn(unverified_message(resolved, fetched), UnverifiedContent, stacklevel=3)
+    return fetched.directory
 
 
 @contextlib.contextmanager

@@ -22,6 +22,10 @@ Decisions, each repeated where it is made:
   (the rename replaces it atomically); a non-empty DIR, a file or a symbolic link is
   refused, so nothing is ever overwritten. A process killed with SIGKILL can leave a
   `.DIR.regctl-partial-*` folder beside DIR, never a partial DIR.
+- Every file is hashed as it arrives and the whole is checked against the version's
+  content record (`regctl.digest`, issue 16) before DIR is published: a mismatch is an
+  error naming the files and both digests, and DIR is not created. A version without a
+  record is downloaded with its sizes checked only, and the caller warns.
 - The public entry is `regctl.resolve` (`regctl.commands.resolve.resolve`); the package
   exposes it and `regctl.Resolved` lazily, so `import regctl` stays cheap and the name
   `resolve` is never shadowed by a submodule.
@@ -39,8 +43,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
+from regctl.adapters.localtree import hash_file
+from regctl.core.digests import Tree, digest_of
+from regctl.core.lock import LOCK_FILE, lock_fields
 from regctl.core.model import PROVENANCE_PREFIX, ObservedModel, ObservedVersion, RunRef, frozen_map
 from regctl.core.runs import relative_inside
+from regctl.engine.content import check_pin, check_record, recorded_digest
 from regctl.engine.resolved import (
     DestinationExists,
     Downloaded,
@@ -70,8 +78,9 @@ __all__ = [
     "resolve_with",
 ]
 
-RESOLVED_FILE = "regctl-resolved.json"
-"""Written into a downloaded folder: what was resolved, and the files with their sizes."""
+RESOLVED_FILE = LOCK_FILE
+"""Written into a downloaded folder (the lock): what was resolved, and every file with
+its size and sha256, and their tree digest (`regctl.core.lock`)."""
 
 _PARTIAL = ".regctl-partial-"
 
@@ -196,18 +205,25 @@ def download_with(
     directory: str | os.PathLike[str],
     *,
     progress: Progress | None = None,
+    digest: str | None = None,
 ) -> Downloaded:
     """Download the resolved version's files into `directory`, all or nothing.
 
     Uses the run and source recorded in `resolved` (never the alias again). Files go to
     `.NAME.regctl-partial-<random>` beside `directory`, each checked against the size
-    MLflow lists before the next one; then `regctl-resolved.json` is written and the
-    folder renamed into place. On any error or interruption the partial folder is
-    removed and `directory` is as it was.
+    MLflow lists and hashed before the next one; the whole is checked against the
+    content digest the registry records (`regctl.engine.content.check_record`) and
+    against `digest`, a pin, when given. Then `regctl-resolved.json` (the lock: every
+    file with its size and sha256, and the tree digest) is written and the folder
+    renamed into place. On any error or interruption the partial folder is removed and
+    `directory` is as it was. `Downloaded.verified` is False when the version has no
+    record (only sizes were checked): the caller warns.
     """
     dest = Path(os.path.abspath(directory))
     _check_destination(dest)
     label = f"{resolved.model} version {resolved.version}"
+    recorded_digest(label, resolved.version_tags)  # a malformed record stops it here
+    check_pin(label, digest, None)  # and so does a malformed pin
     data, _ = _live_run(label, reader, resolved.run_id)
     listing = reader.list_artifact_tree(data.ref, resolved.artifact_path)
     if not listing:
@@ -224,32 +240,50 @@ def download_with(
     partial = dest.parent / f".{dest.name}{_PARTIAL}{uuid.uuid4().hex[:12]}"
     partial.mkdir()  # fails if it exists; mode from the umask like any new folder
     try:
-        done: list[ArtifactInfo] = []
-        for count, (info, rel) in enumerate(files, 1):
-            local = partial / rel
-            local.parent.mkdir(parents=True, exist_ok=True)
-            reader.download_artifact_file(data.ref, info.path, str(local))
-            size = _size(local)
-            if size is None:
-                raise DownloadError(f"{label}: {info.path} was not downloaded")
-            if info.size >= 0 and size != info.size:
-                raise DownloadError(
-                    f"{label}: {info.path} has {size} bytes, MLflow lists {info.size}; "
-                    "nothing was kept"
-                )
-            done.append(ArtifactInfo(rel, size))
-            if progress is not None:
-                progress(count, len(files), info.path)
+        tree = _fetch_all(label, reader, data.ref, files, partial, progress)
         extra = sorted(_tree(partial) - names)
         if extra:
             raise DownloadError(f"{label}: unexpected files after download: {', '.join(extra)}")
-        record = {**resolved.to_json(), "files": [{"path": f.path, "size": f.size} for f in done]}
+        verified = check_record(label, resolved.version_tags, tree)
+        check_pin(label, digest, digest_of(tree))
+        record = {**resolved.to_json(), **lock_fields(tree, verified)}
         (partial / RESOLVED_FILE).write_text(dumps(record), encoding="utf-8")
         _publish(partial, dest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return Downloaded(dest, tuple(done))
+    return Downloaded(dest, tree, digest_of(tree), verified)
+
+
+def _fetch_all(
+    label: str,
+    reader: ResolveReader,
+    run: RunRef,
+    files: list[tuple[ArtifactInfo, str]],
+    partial: Path,
+    progress: Progress | None,
+) -> Tree:
+    """Download each file into `partial`, check its size, hash it: the version's tree.
+
+    The file is hashed right after it is written (it is still in the page cache), the
+    same sha256 as at sync (`regctl.adapters.localtree.hash_file`).
+    """
+    tree: list[tuple[str, int, str]] = []
+    for count, (info, rel) in enumerate(files, 1):
+        local = partial / rel
+        local.parent.mkdir(parents=True, exist_ok=True)
+        reader.download_artifact_file(run, info.path, str(local))
+        if _size(local) is None:
+            raise DownloadError(f"{label}: {info.path} was not downloaded")
+        size, sha = hash_file(local)
+        if info.size >= 0 and size != info.size:
+            raise DownloadError(
+                f"{label}: {info.path} has {size} bytes, MLflow lists {info.size}; nothing was kept"
+            )
+        tree.append((rel, size, sha))
+        if progress is not None:
+            progress(count, len(files), info.path)
+    return tuple(sorted(tree))
 
 
 def _live_run(label: str, reader: ResolveReader, run_id: str) -> tuple[RunData, str]:

@@ -15,16 +15,17 @@ import math
 import os
 import posixpath
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regctl.core.digests import DIGEST_TAG, FILES_TAG
 from regctl.core.runs import relative_inside
 from regctl.errors import RegctlError
-from regctl.ports import ArtifactInfo
 
 __all__ = [
+    "ContentMismatch",
     "DestinationExists",
     "DownloadError",
     "Downloaded",
@@ -38,6 +39,8 @@ __all__ = [
     "UnknownAlias",
     "UnknownModel",
     "UnknownVersion",
+    "UnverifiedContent",
+    "VerifyFailed",
     "parse_target",
 ]
 
@@ -47,8 +50,9 @@ Progress = Callable[[int, int, str], None]
 _ALIAS_RE = re.compile(r"^[\w-]+$")
 _VERSION_RE = re.compile(r"^[0-9]+$")
 
-Fetch = Callable[["Resolved", "str | os.PathLike[str]", "Progress | None"], Path]
-"""Downloads a `Resolved` into a folder and returns the folder (`Resolved.download`)."""
+Fetch = Callable[["Resolved", "str | os.PathLike[str]", "Progress | None", "str | None"], Path]
+"""Downloads a `Resolved` into a folder (optionally pinned to a digest) and returns the
+folder (`Resolved.download`)."""
 
 
 # ------------------------------------------------------------------------------- errors
@@ -84,6 +88,29 @@ class DownloadError(ResolveError):
 
 class DestinationExists(DownloadError):
     """DIR exists and is not an empty directory: nothing is overwritten."""
+
+
+class ContentMismatch(DownloadError):
+    """The downloaded files are not the ones the registry's content record (or a pinned
+    digest) names; nothing was kept. `lines` says which files and both digests."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines: tuple[str, ...] = tuple(lines)
+        super().__init__("; ".join(self.lines))
+
+
+class VerifyFailed(RegctlError):
+    """`regctl verify` found files that differ from the lock or the record: `lines` names
+    each changed, missing or extra file (the first line says what was checked)."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines: tuple[str, ...] = tuple(lines)
+        super().__init__("; ".join(self.lines))
+
+
+class UnverifiedContent(UserWarning):
+    """A download of a version that has no content record: only the sizes MLflow lists
+    were checked (`regctl verify --record` records the digest after a person checked)."""
 
 
 # ------------------------------------------------------------------------------- values
@@ -169,6 +196,12 @@ class Resolved:
         return str(Target(self.model, self.alias, None if self.alias else self.version))
 
     @property
+    def content_digest(self) -> str | None:
+        """The content digest the registry records for this version (`regctl.digest`),
+        None when it has none; a download is checked against it."""
+        return self.version_tags.get(DIGEST_TAG)
+
+    @property
     def model_file(self) -> str:
         """The model file's path relative to a downloaded folder."""
         return _inside_source(self.model_path, self.artifact_path) or self.model_path
@@ -194,33 +227,50 @@ class Resolved:
             "model_file": self.model_file,
             "params": dict(self.params),
             "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
-            "provenance": {"model": dict(self.model_tags), "version": dict(self.version_tags)},
+            "content_digest": self.content_digest,
+            "provenance": {
+                "model": dict(self.model_tags),
+                # the per-file list is the download's `files`; the record is checked
+                "version": {k: v for k, v in self.version_tags.items() if k != FILES_TAG},
+            },
         }
 
     def download(
-        self, directory: str | os.PathLike[str], *, progress: Progress | None = None
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+        digest: str | None = None,
     ) -> Path:
         """Download this version's files into `directory`; returns its absolute path.
 
         Exactly this version (by run, not by alias), every file checked against the size
-        MLflow lists, plus `regctl-resolved.json`. `directory` must not exist or be an
-        empty directory; on any failure it is left as it was.
+        MLflow lists and hashed, the whole checked against the content digest the
+        registry records (ContentMismatch, naming the files, when it differs) and against
+        `digest` when given (a pin: `sha256:...`). The lock `regctl-resolved.json` lists
+        every file with its size and sha256. `directory` must not exist or be an empty
+        directory; on any failure it is left as it was. A version without a record is
+        downloaded with an `UnverifiedContent` warning.
         """
         if self.fetch is None:
             raise DownloadError(f"{self.target}: not resolved from a registry; nothing to download")
-        return self.fetch(self, directory, progress)
+        return self.fetch(self, directory, progress, digest)
 
 
 @dataclass(frozen=True, slots=True)
 class Downloaded:
-    """A finished download: the folder and its files (relative paths, sizes)."""
+    """A finished download: the folder, its files (relative path, size, sha256 hex;
+    sorted by path), their tree digest, and whether it matched the registry's content
+    record (False: the version has none)."""
 
     directory: Path
-    files: tuple[ArtifactInfo, ...]
+    files: tuple[tuple[str, int, str], ...]
+    digest: str
+    verified: bool
 
     @property
     def bytes(self) -> int:
-        return sum(max(f.size, 0) for f in self.files)
+        return sum(size for _, size, _ in self.files)
 
 
 def _inside_source(path: str, artifact_path: str) -> str | None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from regctl.engine.resolved import Downloaded, Resolved
 
 FORMATS = ("text", "json")
+_SHOWN_AS = ("regctl.digest", "regctl.files")  # the content line shows the record
 
 
 def render_text(resolved: Resolved, downloaded: Downloaded | None = None) -> str:
@@ -36,8 +37,9 @@ def render_text(resolved: Resolved, downloaded: Downloaded | None = None) -> str
         f"  source:       {r.source}",
         f"  model file:   {r.model_path}",
     ]
+    lines.append(f"  content:      {r.content_digest or '- (no record)'}")
     tags = [(f"model {k}", v) for k, v in r.model_tags.items()]
-    tags += [(f"version {k}", v) for k, v in r.version_tags.items()]
+    tags += [(f"version {k}", v) for k, v in r.version_tags.items() if k not in _SHOWN_AS]
     lines.append(f"  provenance:   {'' if tags else '-'}".rstrip())
     lines += [f"    {k} = {_one_line(v)}" for k, v in tags]
     lines.append(f"  params ({len(r.params)}):")
@@ -49,6 +51,8 @@ def render_text(resolved: Resolved, downloaded: Downloaded | None = None) -> str
             f"downloaded {len(downloaded.files)} files ({downloaded.bytes} bytes) "
             f"to {downloaded.directory}"
         )
+        checked = "matches the registry's record" if downloaded.verified else "no record"
+        lines.append(f"content: {downloaded.digest} ({checked})")
         lines.append(f"model file: {downloaded.directory / r.model_file}")
     return "\n".join(escape.text(line) for line in lines)
 
@@ -59,7 +63,9 @@ def render_json(resolved: Resolved, downloaded: Downloaded | None = None) -> str
     if downloaded is not None:
         data["download"] = {
             "directory": str(downloaded.directory),
-            "files": [{"path": f.path, "size": f.size} for f in downloaded.files],
+            "files": [{"path": p, "size": n, "sha256": h} for p, n, h in downloaded.files],
+            "digest": downloaded.digest,
+            "verified": downloaded.verified,
         }
     return escape.json_text(dumps(data)).rstrip("\n")
 
