@@ -369,3 +369,45 @@ def test_a_malformed_record_stops_before_any_file(
     code, _, err = run_cli(*args(b, "resolve", f"{model}/1", "--download", str(dest)))
     assert code == 1 and "regctl.digest tag is malformed" in err and "\x1b" not in err
     assert not dest.exists() and [p.name for p in tmp_path.iterdir()] == ["repo"]
+
+
+def test_a_version_of_ten_thousand_files(tmp_path: Path, run_cli: CLI) -> None:
+    """Registered, recorded (the digest alone: the list does not fit a tag), downloaded
+    and verified; a changed stored file is then caught by the digest."""
+    from conftest import empty_sqlite
+
+    repo = tmp_path / "repo"
+    (repo / "manifests").mkdir(parents=True)
+    d = make_run_dir(
+        repo / "runs",
+        "run_hmm_20251009_105640",
+        {"model_type": "hmm"},
+        {"bic_final": 1.0},
+        {"model.joblib": "w"},
+    )
+    for i in range(10_000):
+        shard = d / f"shard/{i // 1000:02d}/{i:05d}.bin"
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        shard.write_bytes(str(i).encode())
+    write_manifest(
+        repo,
+        "big",
+        "apiVersion: regctl/v1\nkind: RegisteredModel\nname: big\nexperiment: big-e\n"
+        f"versions:\n  - run: {d.name}\n    run_dir: runs/{d.name}\n",
+    )
+    b = Backend("sqlite", empty_sqlite(tmp_path / "mlflow.db"), repo)
+    code, out, err = run_cli(*args(b, "apply", "--auto-approve"))
+    assert code == 0, out + err
+    tags = b.client.get_model_version("big", "1").tags
+    assert DIGEST_TAG in tags and FILES_TAG not in tags
+    dest = tmp_path / "dl"
+    code, out, err = run_cli(*args(b, "resolve", "big/1", "--download", str(dest)))
+    assert code == 0 and f"content: {tags[DIGEST_TAG]} (matches" in out, err
+    assert len(json.loads((dest / LOCK_FILE).read_text())["files"]) == 10_003
+    assert run_cli("verify", str(dest))[0] == 0
+
+    run_id = b.client.get_model_version("big", "1").run_id
+    (shard,) = (tmp_path / "mlruns").glob(f"*/{run_id}/artifacts/shard/07/07777.bin")
+    shard.write_bytes(b"7776")
+    code, _, err = run_cli(*args(b, "verify", "big/1"))
+    assert code == 1 and "the record keeps no per-file list" in err and tags[DIGEST_TAG] in err
