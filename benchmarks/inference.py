@@ -191,15 +191,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--rows", default="16b,16c,16a,5a-h", help="which rows, comma-separated")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="regctl-bench-inference-"))
+    many = 10_000 if not args.quick else 1000
+    makers: dict[str, Callable[[], Row]] = {
+        "16b": lambda: row_verify(work, args.repeat, args.quick, 8, "16b"),
+        "16c": lambda: row_verify(work, args.repeat, args.quick, many, "16c"),
+        "16a": lambda: row_download(work, args.repeat, args.quick),
+        "5a-h": lambda: row_sync_hashing(work, min(args.repeat, 3), args.quick),
+    }
     try:
-        rows = [
-            row_verify(work, args.repeat, args.quick, 8, "16b"),
-            row_verify(work, args.repeat, args.quick, 10_000 if not args.quick else 1000, "16c"),
-            row_download(work, args.repeat, args.quick),
-            row_sync_hashing(work, min(args.repeat, 3), args.quick),
-        ]
+        rows = [makers[name]() for name in args.rows.split(",")]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

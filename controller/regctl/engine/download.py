@@ -39,6 +39,7 @@ import posixpath
 import shutil
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
@@ -265,25 +266,37 @@ def _fetch_all(
 ) -> Tree:
     """Download each file into `partial`, check its size, hash it: the version's tree.
 
-    The file is hashed right after it is written (it is still in the page cache), the
-    same sha256 as at sync (`regctl.adapters.localtree.hash_file`).
+    Each file's size is checked as soon as it is written; its sha256 (the same as at
+    sync: `regctl.adapters.localtree.hash_file`) is computed by a second thread while the
+    next file downloads, from the page cache, so verifying costs little more than the
+    hashing of the last file. A hashed size that differs from the listed one (the file
+    changed after the check) fails the download as well.
     """
-    tree: list[tuple[str, int, str]] = []
-    for count, (info, rel) in enumerate(files, 1):
-        local = partial / rel
-        local.parent.mkdir(parents=True, exist_ok=True)
-        reader.download_artifact_file(run, info.path, str(local))
-        if _size(local) is None:
-            raise DownloadError(f"{label}: {info.path} was not downloaded")
-        size, sha = hash_file(local)
-        if info.size >= 0 and size != info.size:
-            raise DownloadError(
-                f"{label}: {info.path} has {size} bytes, MLflow lists {info.size}; nothing was kept"
-            )
-        tree.append((rel, size, sha))
-        if progress is not None:
-            progress(count, len(files), info.path)
+    hashing: list[tuple[ArtifactInfo, str, Future[tuple[int, str]]]] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="regctl-hash") as pool:
+        for count, (info, rel) in enumerate(files, 1):
+            local = partial / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            reader.download_artifact_file(run, info.path, str(local))
+            _check_size(label, info, _size(local))
+            hashing.append((info, rel, pool.submit(hash_file, local)))
+            if progress is not None:
+                progress(count, len(files), info.path)
+        tree = []
+        for info, rel, future in hashing:
+            size, sha = future.result()
+            _check_size(label, info, size)
+            tree.append((rel, size, sha))
     return tuple(sorted(tree))
+
+
+def _check_size(label: str, info: ArtifactInfo, size: int | None) -> None:
+    if size is None:
+        raise DownloadError(f"{label}: {info.path} was not downloaded")
+    if info.size >= 0 and size != info.size:
+        raise DownloadError(
+            f"{label}: {info.path} has {size} bytes, MLflow lists {info.size}; nothing was kept"
+        )
 
 
 def _live_run(label: str, reader: ResolveReader, run_id: str) -> tuple[RunData, str]:
