@@ -103,6 +103,8 @@ def test_the_tutorial_shows_what_its_commands_print(tmp_path: Path) -> None:
     shown.append(log)
     resolved = sh(regctl, "resolve", "btcusdt-1h-inference-7d-logret@Production", cwd=repo, env=env)
     assert "Production, Staging" in resolved and f"commit {head} by Ada" in resolved
+    content = next(line for line in resolved.splitlines() if line.startswith("  content:"))
+    assert content in doc, content  # the shipped run directory's digest, as the page shows
 
     for block in shown:
         assert block.rstrip() in doc, block
