@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from regctl import escape
+from regctl.cli_controller import controller
 from regctl.cli_github import github
 from regctl.cli_verify import DIGEST_HELP, download_progress, verify
 from regctl.errors import ExitCode, InputError, PlanError, RegctlError
@@ -547,6 +548,7 @@ def schema_cmd(opts: Opts) -> int:
 
 cli.add_command(github)
 cli.add_command(verify)
+cli.add_command(controller)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

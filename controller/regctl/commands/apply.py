@@ -79,8 +79,13 @@ def apply(
     registry: Registry,
     options: ApplyOptions = ApplyOptions(),
     console: Console | None = None,
+    *,
+    held: Holder | None = None,
 ) -> ApplyOutcome:
     """Plan (or check a saved plan), judge, confirm; then under the lease sync, apply, verify.
+
+    `held` is a lease the caller already holds (the controller holds it for as long as it
+    leads): it is checked, not taken, and not released.
 
     Everything up to the confirmation only reads: nothing is written (no lease, no sync)
     when the plan is empty, a manifest is invalid, a policy denies a version the plan
@@ -131,7 +136,7 @@ def apply(
         return ApplyOutcome(shown.plan, None, None, None, None)
     if not options.auto_approve and not console.confirm(shown.plan):
         raise Aborted("apply cancelled; nothing was written")
-    lease = take_lease(settings, registry, options.lock_timeout)
+    lease = held if held is not None else take_lease(settings, registry, options.lock_timeout)
     try:
         planned = plan_now()
         if planned.plan.empty:  # another writer did it meanwhile: nothing left to do
@@ -143,7 +148,8 @@ def apply(
             )
         report, sync_report = _write(settings, registry, lease, planned, inputs, options, console)
     finally:
-        lease.release()
+        if held is None:
+            lease.release()
     after = _verify(settings, registry, planned, inputs, options)
     return ApplyOutcome(planned.plan, verdict, report, sync_report, after)
 
