@@ -86,6 +86,8 @@ def controller(
         self_heal=self_heal,
         tracking_uri=settings.tracking_uri,
         registry_uri=settings.registry_uri,
+        public_url=public_url,
+        mlflow_secret=os.environ.get("REGCTL_MLFLOW_WEBHOOK_SECRET", ""),
     )
     log = ControllerLog(log_format)
     metrics = Metrics()
@@ -95,7 +97,7 @@ def controller(
         metrics,
         branch=branch,
         git_secret=os.environ.get("REGCTL_GIT_WEBHOOK_SECRET", ""),
-        mlflow_secret=os.environ.get("REGCTL_MLFLOW_WEBHOOK_SECRET", ""),
+        mlflow_secret=options.mlflow_secret,
         poke_git=ctl.poke_git,
         poke_models=ctl.poke_models,
         log=log.event,
@@ -112,7 +114,6 @@ def controller(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.event("started", detail=f"{ctl.source.shown} on {host}:{listener.port}", pid=os.getpid())
-    del public_url  # MLflow webhook registration: see docs/controller.md
     try:
         code = ctl.run()
     finally:

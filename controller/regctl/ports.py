@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from regctl.core.model import ObservedModel, ObservedVersion, RunRef
 
@@ -160,3 +160,12 @@ def runs_by_name(
         if owner is not None and ref.name in wanted[owner]:
             found.setdefault((owner, ref.name), []).append(ref)
     return {key: tuple(sorted(refs, key=lambda r: r.run_id)) for key, refs in found.items()}
+
+
+@runtime_checkable
+class WebhookRegistrar(Protocol):
+    """A registry that can deliver its events to the controller (MLflow 3.3 and later)."""
+
+    def ensure_webhook(
+        self, name: str, url: str, events: Sequence[str], secret: str, description: str
+    ) -> str: ...

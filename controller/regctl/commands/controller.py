@@ -41,13 +41,23 @@ from regctl.config import Settings, open_registry
 from regctl.engine.lease import Holder, LeaseHeld, LeaseLost, acquire
 from regctl.errors import InputError, PlanError, PolicyDenied, RegctlError
 from regctl.escape import text as one_line
-from regctl.ports import Registry
+from regctl.ports import Registry, WebhookRegistrar
 
 __all__ = ["Controller", "ControllerOptions"]
 
 LEASE_TTL = 20.0
 STANDBY_POLL = 5.0
 MAX_BACKOFF = 300.0
+DEBOUNCE = 0.2
+"""A burst of registry events (an alias moved and a tag set) becomes one reconcile."""
+WEBHOOK_NAME = "regctl-controller"
+WEBHOOK_EVENTS = (
+    "model_version.created",
+    "model_version_alias.created",
+    "model_version_alias.deleted",
+    "model_version_tag.set",
+    "model_version_tag.deleted",
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ class ControllerOptions:
     tracking_uri: str | None = None
     registry_uri: str | None = None
     lease_ttl: float = LEASE_TTL
+    public_url: str | None = None
+    mlflow_secret: str = ""
 
 
 class _Console:
@@ -93,6 +105,7 @@ class _Due:
     fetch: float = 0.0
     sweep: float = 0.0
     models: set[str] = field(default_factory=set)
+    first_event: float = 0.0
     backoff: float = 0.0
 
 
@@ -130,6 +143,8 @@ class Controller:
     def poke_models(self, names: Iterable[str]) -> None:
         """Reconcile these models now (the MLflow webhook)."""
         with self._lock:
+            if not self._due.models:
+                self._due.first_event = time.monotonic()
             self._due.models.update(names)
         self._wake.set()
 
@@ -188,16 +203,46 @@ class Controller:
         self._holder = holder
         self.metrics.leader(True)
         self.log.event("lease", result="acquired", detail=f"generation {holder.lease.generation}")
+        self._register_webhook(registry)
         with self._lock:  # a new leader fetches and sweeps at once
             self._due.fetch = 0.0
             self._due.sweep = 0.0
         return holder
+
+    def _register_webhook(self, registry: Registry) -> None:
+        """With --public-url and a secret, point MLflow's webhook at this controller.
+
+        Done by each new leader (a Service in front of the replicas routes to the ready
+        one). A registry that has no webhooks (MLflow before 3.3, the embedded store)
+        leaves the sweep as the only drift detector: logged, not fatal.
+        """
+        url, secret = self.options.public_url, self.options.mlflow_secret
+        if not url or not secret:
+            return
+        target = url.rstrip("/") + "/webhooks/mlflow"
+        if not isinstance(registry, WebhookRegistrar):  # pragma: no cover - the adapter has it
+            return
+        try:
+            hook = registry.ensure_webhook(
+                WEBHOOK_NAME,
+                target,
+                WEBHOOK_EVENTS,
+                secret,
+                f"regctl controller: registry events for drift within seconds ({self._name})",
+            )
+        except RegctlError as exc:
+            self.log.event("webhook", source="mlflow", result="unregistered", detail=str(exc))
+            return
+        self.log.event("webhook", source="mlflow", result="registered", detail=f"{hook} {target}")
 
     def _work(self, registry: Registry, holder: Holder) -> float:
         now = time.monotonic()
         with self._lock:
             fetch_due = now >= self._due.fetch
             sweep_due = now >= self._due.sweep
+            settle = self._due.first_event + DEBOUNCE - now
+            if self._due.models and settle > 0 and not (fetch_due or sweep_due):
+                return settle
             models = set(self._due.models)
             self._due.models.clear()
         if fetch_due:

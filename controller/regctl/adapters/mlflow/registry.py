@@ -7,7 +7,8 @@ reads that `MlflowClient` makes before many writes. MLflow's errors and transpor
 failures are translated once, in `client.py`, into `regctl.errors`, with credentials
 scrubbed from every message. Each port is a mixin in its own module: `read.py`
 (RegistryReader), `write.py` (RegistryWriter), `tracking.py` (TrackingWriter),
-`artifacts.py` (ArtifactReader); `client.py` holds construction, describe and close.
+`artifacts.py` (ArtifactReader), `webhooks.py` (the controller's webhook); `client.py`
+holds construction, describe and close.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 from regctl.adapters.mlflow.artifacts import ArtifactReads
 from regctl.adapters.mlflow.read import RegistryReads
 from regctl.adapters.mlflow.tracking import TrackingWrites
+from regctl.adapters.mlflow.webhooks import WebhookWrites
 from regctl.adapters.mlflow.write import RegistryWrites
 
 
-class MlflowRegistry(RegistryReads, RegistryWrites, TrackingWrites, ArtifactReads):
+class MlflowRegistry(RegistryReads, RegistryWrites, TrackingWrites, ArtifactReads, WebhookWrites):
     """Registry, tracking and artifact access through MLflow's stores."""
