@@ -84,6 +84,15 @@ class Lease:
         """What a person reading the MLflow UI needs to know."""
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.acquired_at))
         commit = f" for commit {self.commit}" if self.commit else ""
+        if self.holder.startswith("regctl controller"):  # held for days: say so
+            return (
+                f"regctl's lease (generation {self.generation}), not a model: "
+                f"{self.holder} leads since {since}{commit} and is the only regctl that "
+                f"writes to this registry (`regctl controller`, docs/controller.md). It "
+                f"refreshes {_EXPIRES} every {self.ttl / 3:g} s for as long as it runs. Do "
+                "not edit. Deleting it only pauses writes: the controller stops before its "
+                "next write and takes the lease again, as a new generation, within seconds."
+            )
         return (
             f"regctl's apply lease (generation {self.generation}), not a model. Taken by "
             f"{self.holder}{commit} at {since}; it holds the lease while this is the "
