@@ -174,3 +174,37 @@ def test_a_lock_model_file_must_be_one_of_its_files(tmp_path: Path) -> None:
     lock["model_file"] = "model.txt"
     (tmp_path / LOCK_FILE).write_text(json.dumps(lock))
     assert content.verify_directory(tmp_path, digest).digest == digest
+
+
+def test_verify_of_a_target_that_is_also_a_folder_here_is_refused(
+    tmp_path: Path, run_cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`regctl verify m/1` in CI meant the registry's version; a folder `m/1` (say,
+    added in a pull request) with a self-consistent lock made it exit 0 offline instead,
+    without ever reading the registry."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    make_download(tmp_path / "m" / "1", {"model.txt": b"evil\n"})
+    code, out, err = run_cli("--tracking-uri", "http://127.0.0.1:9", "verify", "m/1")
+    assert code == 1 and out == "", out
+    assert "both a folder here and a model version" in err
+    code, out, err = run_cli("verify", "./m/1")  # a folder, plainly
+    assert code == 0 and "match its lock" in out, err
+
+
+def test_record_can_be_pinned_to_the_digest_that_was_checked(tmp_path: Path, run_cli: CLI) -> None:
+    """`verify --record` recorded whatever was stored at that moment, refusing --digest:
+    files swapped between the person's check and the record were recorded as checked."""
+    from regctl.core.digests import FILES_TAG
+
+    b, root = sqlite_model(tmp_path, run_cli, {"model.joblib": "w"})
+    checked = b.client.get_model_version("m", "1").tags[DIGEST_TAG]
+    b.client.delete_model_version_tag("m", "1", DIGEST_TAG)
+    b.client.delete_model_version_tag("m", "1", FILES_TAG)
+    (Path(root) / "model.joblib").write_text("W")  # after the check, before the record
+    code, _, err = run_cli(*args(b, "verify", "--record", "m/1", "--digest", checked))
+    assert code == 1 and "was required (--digest)" in err, err
+    assert DIGEST_TAG not in b.client.get_model_version("m", "1").tags
+    (Path(root) / "model.joblib").write_text("w")
+    code, out, err = run_cli(*args(b, "verify", "--record", "m/1", "--digest", checked))
+    assert code == 0 and out.startswith(f"recorded {checked}"), err
