@@ -160,6 +160,20 @@ def test_a_trailing_newline_is_not_a_well_formed_digest(tmp_path: Path, field: s
         parse_lock(json.dumps(lock))
 
 
+def test_a_huge_lock_with_one_repeated_path_is_refused_quickly() -> None:
+    """The repeat was found with `paths.count` per path: quadratic (20,000 entries took
+    5 s, 200,000 about 10 minutes)."""
+    import time
+
+    entry = {"size": 0, "sha256": "0" * 64}
+    files = [{"path": f"f{i:07d}", **entry} for i in range(200_000)]
+    files += [{"path": "zz", **entry}] * 2
+    started = time.monotonic()
+    with pytest.raises(LockError, match="lists 'zz' twice"):
+        parse_lock(json.dumps({"files": files}))
+    assert time.monotonic() - started < 30
+
+
 def test_a_lock_model_file_must_be_one_of_its_files(tmp_path: Path) -> None:
     """The lock's `model_file` is what inference loads (docs/inference.md reads it from
     the lock), yet nothing checked it: a pinned verify passed with `model_file` pointing

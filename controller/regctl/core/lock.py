@@ -26,6 +26,7 @@ and the listed files must hash to its digest before any of it is believed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import posixpath
 import re
@@ -94,8 +95,10 @@ def parse_lock(text: str) -> Lock:
         )
     tree = tuple(sorted(_entry(i, e) for i, e in enumerate(files)))
     paths = [p for p, _, _ in tree]
-    if len(set(paths)) != len(paths):
-        dup = next(p for p in paths if paths.count(p) > 1)
+    # sorted, so a repeated path is next to itself (paths.count was quadratic: a lock of
+    # 10^6 entries with one repeat at the end took hours)
+    dup = next((a for a, b in itertools.pairwise(paths) if a == b), None)
+    if dup is not None:
         raise LockError("files", f"lists {dup!r} twice")
     digest = data.get("digest")
     if not isinstance(digest, str) or not DIGEST_PATTERN.match(digest):
