@@ -44,7 +44,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from regctl.adapters.localtree import hash_file
+from regctl.adapters.localtree import TreeError, hash_file
 from regctl.core.digests import Tree, digest_of
 from regctl.core.lock import LOCK_FILE, lock_fields, safe_relative
 from regctl.core.model import PROVENANCE_PREFIX, ObservedModel, ObservedVersion, RunRef, frozen_map
@@ -284,7 +284,10 @@ def _fetch_all(
                 progress(count, len(files), info.path)
         tree = []
         for info, rel, future in hashing:
-            size, sha = future.result()
+            try:
+                size, sha = future.result()
+            except TreeError as exc:  # the file vanished or changed kind after its check
+                raise DownloadError(f"{label}: {info.path}: {exc}; nothing was kept") from None
             _check_size(label, info, size)
             tree.append((rel, size, sha))
     return tuple(sorted(tree))
