@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["Hashed", "TreeError", "hash_file", "hash_tree"]
+__all__ = ["Hashed", "TreeError", "hash_file", "hash_tree", "read_regular"]
 
 _FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _CHUNK: Final = 1 << 22
@@ -45,18 +45,39 @@ class Hashed:
         return sum(size for _, size, _ in self.files)
 
 
-def hash_file(path: str | os.PathLike[str]) -> tuple[int, str]:
-    """(size, sha256 hex) of a regular file, read now through a descriptor that did not
-    follow a link; TreeError otherwise."""
+def _open_regular(path: str | os.PathLike[str]) -> int:
+    """A descriptor on a regular file that did not follow a link (and did not block on a
+    FIFO); TreeError otherwise."""
     try:
         fd = os.open(path, _FLAGS)
     except OSError as exc:
         why = "a symbolic link (not followed)" if exc.errno == errno.ELOOP else exc.strerror
         raise TreeError(exc.errno, f"{os.fspath(path)}: {why}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise TreeError(0, f"{os.fspath(path)}: {_kind(mode)}, not a regular file")
+    return fd
+
+
+def read_regular(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file (a lock), never through a link, a FIFO or a device:
+    FileNotFoundError when it is absent, TreeError when it is not a regular file."""
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise TreeError(0, f"{os.fspath(path)}: {_kind(mode)}, not a regular file")
+        fd = _open_regular(path)
+    except TreeError as exc:
+        if exc.errno == errno.ENOENT:
+            raise FileNotFoundError(exc.errno, str(exc)) from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def hash_file(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """(size, sha256 hex) of a regular file, read now through a descriptor that did not
+    follow a link; TreeError otherwise."""
+    fd = _open_regular(path)
+    try:
         h = hashlib.sha256()
         size = 0
         buf = bytearray(_CHUNK)
@@ -75,29 +96,32 @@ def hash_tree(root: str | os.PathLike[str], *, exclude: Iterable[str] = ()) -> H
     found: list[str] = []
     others: list[tuple[str, str]] = []
     base = Path(root)
-    _walk(base, "", skip, found, others)
+    _walk(base, skip, found, others)
     with ThreadPoolExecutor(_WORKERS) as pool:
         hashed = list(pool.map(lambda rel: hash_file(base / rel), found))
     files = tuple(sorted((rel, size, sha) for rel, (size, sha) in zip(found, hashed, strict=True)))
     return Hashed(files, tuple(sorted(others)))
 
 
-def _walk(
-    base: Path, prefix: str, skip: set[str], found: list[str], others: list[tuple[str, str]]
-) -> None:
-    with os.scandir(base / prefix if prefix else base) as entries:
-        listed = sorted(entries, key=lambda e: e.name)
-    for entry in listed:
-        rel = prefix + entry.name
-        if rel in skip:
-            continue
-        mode = entry.stat(follow_symlinks=False).st_mode
-        if stat.S_ISREG(mode):
-            found.append(rel)
-        elif stat.S_ISDIR(mode):
-            _walk(base, rel + "/", skip, found, others)
-        else:
-            others.append((rel, _kind(mode)))
+def _walk(base: Path, skip: set[str], found: list[str], others: list[tuple[str, str]]) -> None:
+    """Folder by folder with a stack, not recursion: a folder nested deeper than Python's
+    recursion limit is walked like any other."""
+    pending = [""]
+    while pending:
+        prefix = pending.pop()
+        with os.scandir(base / prefix if prefix else base) as entries:
+            listed = sorted(entries, key=lambda e: e.name)
+        for entry in listed:
+            rel = prefix + entry.name
+            if rel in skip:
+                continue
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISREG(mode):
+                found.append(rel)
+            elif stat.S_ISDIR(mode):
+                pending.append(rel + "/")
+            else:
+                others.append((rel, _kind(mode)))
 
 
 def _kind(mode: int) -> str:

@@ -12,9 +12,14 @@
 Decisions:
 
 - An argument that is an existing directory is a DIR; anything else is a target. A
-  model whose name is also a folder here is verified as a target with `models:/NAME/N`.
+  folder whose name also reads as a target (`m/1`, `m@prod`) is refused as ambiguous:
+  `./m/1` is the folder, `models:/m/1` the version.
 - `--record` takes a version number, never an alias: what a person checked is one
   version, and an alias can move between the check and the record.
+- `--record --digest D` records only when the stored files still give D, the digest the
+  person saw when checking them (`regctl verify NAME/VERSION` prints it): the files can
+  change between the check and the record, and the record would then vouch for bytes
+  nobody checked.
 - `--record` refuses a version that already has a record (a record is written once; to
   replace one, a person deletes the tags in MLflow first, which leaves a trace). The
   per-file list is written before the digest, so an interrupted record leaves no digest
@@ -62,10 +67,9 @@ def verify_command(
     Failures raise RegctlError (VerifyFailed, ContentMismatch: exit 1).
     """
     if record:
-        if digest is not None:
-            raise ResolveError("--record computes the digest: --digest does not go with it")
-        return _record(settings, target, progress, lock_timeout)
+        return _record(settings, target, digest, progress, lock_timeout)
     if not target.startswith("models:/") and Path(target).is_dir():
+        _unambiguous_folder(target)
         return Printed(str(verify_directory(target, digest)), 0)
     want = parse_target(target)
     registry = open_registry(settings)
@@ -76,6 +80,20 @@ def verify_command(
     finally:
         registry.close()
     return Printed(str(checked), 0)
+
+
+def _unambiguous_folder(target: str) -> None:
+    """A folder whose name also reads as NAME/VERSION or NAME@ALIAS is refused: `regctl
+    verify m/1` in CI means the registry's version, and a folder `m/1` (a checkout may
+    bring one) must not turn it into an offline check of a lock anyone could write."""
+    try:
+        want = parse_target(target)
+    except ResolveError:
+        return
+    raise ResolveError(
+        f"{target!r} is both a folder here and a model version: write ./{target} for the "
+        f"folder or models:/{want} for the version"
+    )
 
 
 def _check_stored(
@@ -100,7 +118,11 @@ def _check_stored(
 
 
 def _record(
-    settings: Settings, target: str, progress: Progress | None, lock_timeout: float
+    settings: Settings,
+    target: str,
+    digest: str | None,
+    progress: Progress | None,
+    lock_timeout: float,
 ) -> Printed:
     want = parse_target(target)
     if want.version is None:
@@ -125,7 +147,9 @@ def _record(
                     "written once: to replace it, delete its regctl.digest tag in MLflow first)"
                 )
             with tempfile.TemporaryDirectory(prefix="regctl-record-") as tmp:
-                fetched = download_with(resolved, reader, Path(tmp) / "files", progress=progress)
+                fetched = download_with(
+                    resolved, reader, Path(tmp) / "files", progress=progress, digest=digest
+                )
             listed = files_record(fetched.files)
             lease.check()
             if listed is not None:

@@ -51,8 +51,8 @@ __all__ = [
 DIGEST_TAG: Final = "regctl.digest"
 FILES_TAG: Final = "regctl.files"
 FILES_TAG_LIMIT: Final = 100_000
-DIGEST_PATTERN: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
-_LINE = re.compile(r"^([0-9a-f]{64}) (0|[1-9][0-9]{0,15}) (.+)$")
+DIGEST_PATTERN: Final = re.compile(r"^sha256:[0-9a-f]{64}\Z")  # \Z: `$` allows a final "\n"
+_LINE = re.compile(r"^([0-9a-f]{64}) (0|[1-9][0-9]{0,15}) (.+)\Z")
 
 Tree = tuple[tuple[str, int, str], ...]
 """(path relative to the version's source, size, sha256 hex), sorted by path."""

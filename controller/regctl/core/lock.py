@@ -11,6 +11,11 @@ Besides what was resolved (`Resolved.to_json()`), the lock holds:
 - `verified`: true when the files matched the digest the registry records for the
   version, false when the version has no record (registered before content digests).
 
+Of what was resolved, `model_file` (the file inference loads) must be one of `files`:
+the digest and a pin cover the files, not the other fields, so a rewritten lock could
+otherwise send a loader outside the folder. The other fields (params, version, ...) are
+the registry's and are not covered by the digest: read them from `regctl.resolve`.
+
 The lock lies in the folder it describes, so it proves only that nothing changed since
 the download (a disk error, a careless edit, a partial copy); someone who can rewrite
 files can rewrite the lock too. Against that, pin the digest: `regctl verify DIR --digest
@@ -21,6 +26,7 @@ and the listed files must hash to its digest before any of it is believed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import posixpath
 import re
@@ -30,10 +36,10 @@ from typing import Any, Final
 
 from regctl.core.digests import DIGEST_PATTERN, Tree, digest_of
 
-__all__ = ["LOCK_FILE", "Lock", "LockError", "lock_fields", "parse_lock"]
+__all__ = ["LOCK_FILE", "Lock", "LockError", "lock_fields", "parse_lock", "safe_relative"]
 
 LOCK_FILE: Final = "regctl-resolved.json"
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+_SHA = re.compile(r"^[0-9a-f]{64}\Z")
 _MAX_SIZE: Final = 1 << 60
 
 
@@ -89,8 +95,10 @@ def parse_lock(text: str) -> Lock:
         )
     tree = tuple(sorted(_entry(i, e) for i, e in enumerate(files)))
     paths = [p for p, _, _ in tree]
-    if len(set(paths)) != len(paths):
-        dup = next(p for p in paths if paths.count(p) > 1)
+    # sorted, so a repeated path is next to itself (paths.count was quadratic: a lock of
+    # 10^6 entries with one repeat at the end took hours)
+    dup = next((a for a, b in itertools.pairwise(paths) if a == b), None)
+    if dup is not None:
         raise LockError("files", f"lists {dup!r} twice")
     digest = data.get("digest")
     if not isinstance(digest, str) or not DIGEST_PATTERN.match(digest):
@@ -100,6 +108,11 @@ def parse_lock(text: str) -> Lock:
     verified = data.get("verified")
     if not isinstance(verified, bool):
         raise LockError("verified", "missing or not true/false")
+    # What inference loads; the digest (and a pin) covers the files, not this field, so
+    # it must name one of them: never a path outside the folder or an unchecked file.
+    model_file = data.get("model_file")
+    if model_file is not None and (not isinstance(model_file, str) or model_file not in paths):
+        raise LockError("model_file", f"{model_file!r} is not one of the files the lock lists")
     model = data.get("model")
     version = data.get("version")
     return Lock(
@@ -126,9 +139,14 @@ def _entry(index: int, entry: object) -> tuple[str, int, str]:
 
 
 def safe_relative(path: str) -> bool:
-    """A relative POSIX path with no empty, `.` or `..` part and no control character."""
+    """A relative POSIX path with no empty, `.` or `..` part, no control character and no
+    lone surrogate (a name that was not UTF-8): the names sync logs (`core.runs`), so the
+    names a download accepts (`engine.download`) and a lock may list.
+
+    A newline matters most: the tree digest hashes one `<sha> <size> <path>` line per
+    file, so a path holding `\\n<sha> <size> <other>` would give the lines of two files."""
     if not path or posixpath.isabs(path) or "\\" in path:
         return False
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in path):
         return False
     return all(part not in ("", ".", "..") for part in path.split("/"))

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from regctl.adapters.localtree import Hashed, TreeError, hash_tree
+from regctl.adapters.localtree import Hashed, TreeError, hash_tree, read_regular
 from regctl.core.digests import (
     DIGEST_PATTERN,
     DIGEST_TAG,
@@ -125,11 +125,13 @@ def verify_directory(directory: str | os.PathLike[str], digest: str | None = Non
     if not root.is_dir() or root.is_symlink():
         raise VerifyFailed([f"{shown}: not a directory"])
     try:
-        text = lock_path.read_text(encoding="utf-8")
+        text = read_regular(lock_path).decode("utf-8")  # no link, FIFO or device
     except FileNotFoundError:
         raise VerifyFailed(
             [f"{shown}: no {LOCK_FILE} (not a folder `regctl resolve --download` wrote)"]
         ) from None
+    except TreeError as exc:  # its message names the lock and what it is
+        raise VerifyFailed([f"cannot read the lock: {exc.strerror}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise VerifyFailed([f"{lock_path}: cannot read: {exc}"]) from None
     try:

@@ -44,9 +44,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from regctl.adapters.localtree import hash_file
+from regctl.adapters.localtree import TreeError, hash_file
 from regctl.core.digests import Tree, digest_of
-from regctl.core.lock import LOCK_FILE, lock_fields
+from regctl.core.lock import LOCK_FILE, lock_fields, safe_relative
 from regctl.core.model import PROVENANCE_PREFIX, ObservedModel, ObservedVersion, RunRef, frozen_map
 from regctl.core.runs import relative_inside
 from regctl.engine.content import check_pin, check_record, recorded_digest
@@ -284,7 +284,10 @@ def _fetch_all(
                 progress(count, len(files), info.path)
         tree = []
         for info, rel, future in hashing:
-            size, sha = future.result()
+            try:
+                size, sha = future.result()
+            except TreeError as exc:  # the file vanished or changed kind after its check
+                raise DownloadError(f"{label}: {info.path}: {exc}; nothing was kept") from None
             _check_size(label, info, size)
             tree.append((rel, size, sha))
     return tuple(sorted(tree))
@@ -334,10 +337,12 @@ def _provenance(tags: Mapping[str, str]) -> Mapping[str, str]:
 
 
 def _local_name(label: str, path: str, artifact_path: str) -> str:
-    """Where an artifact goes inside the download, refusing anything that could escape."""
+    """Where an artifact goes inside the download, refusing anything that could escape
+    and any name sync never logs (`core.lock.safe_relative`): a newline in a name would
+    let one file's line in the tree digest pass for several (`a\\n<sha> <size> b` hashes
+    like a and b), so a store that serves such a key could drop files unseen."""
     rel = _inside_source(path, artifact_path)
-    parts = (rel or "").split("/")
-    if not rel or posixpath.isabs(rel) or any(p in ("", ".", "..") for p in parts) or "\x00" in rel:
+    if not rel or not safe_relative(rel):
         raise DownloadError(f"{label}: MLflow listed an unsafe artifact path {path!r}")
     return rel
 
