@@ -47,6 +47,7 @@ from regctl.core.runs import (
     RunRecord,
     Skipped,
     artifact_name_problem,
+    file_kind,
     json_type,
     printable,
     run_record,
@@ -98,7 +99,9 @@ def read_run_dir(path: str | os.PathLike[str], *, display: str | None = None) ->
     if stat.S_ISLNK(st.st_mode):
         raise _error(Location(shown), "run directory is a symbolic link (not followed)")
     if not stat.S_ISDIR(st.st_mode):
-        raise _error(Location(shown), f"run directory is a {_kind(st.st_mode)}, not a directory")
+        raise _error(
+            Location(shown), f"run directory is a {file_kind(st.st_mode)}, not a directory"
+        )
     run_dir = posixpath.realpath(absolute)
     run_name = posixpath.basename(run_dir)
     name_problem = artifact_name_problem(run_name)
@@ -205,7 +208,7 @@ class _Reader(Findings):
             elif stat.S_ISLNK(mode):
                 skipped.append(Skipped(rel, "symbolic link (not followed)"))
             else:
-                skipped.append(Skipped(rel, _kind(mode)))
+                skipped.append(Skipped(rel, file_kind(mode)))
 
     def hash_file(self, dir_fd: int, name: str, rel: str) -> tuple[int, str] | None:
         """(size, sha256) of the bytes read now, through a descriptor opened without
@@ -276,22 +279,6 @@ def _error(location: Location, message: str, field: str = "") -> InputError:
     return InputError([Problem(location, field, message)])
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "regular file"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "unsupported file type"
-
-
 def _open_regular_at(dir_fd: int, name: str) -> int:
     """Open `name` in `dir_fd` read-only if it is a regular file; else raise _Refused.
 
@@ -302,7 +289,7 @@ def _open_regular_at(dir_fd: int, name: str) -> int:
     if stat.S_ISLNK(mode):
         raise _Refused("is a symbolic link (not followed)")
     if not stat.S_ISREG(mode):
-        raise _Refused(f"is a {_kind(mode)}, not a regular file")
+        raise _Refused(f"is a {file_kind(mode)}, not a regular file")
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
@@ -312,7 +299,7 @@ def _open_regular_at(dir_fd: int, name: str) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise _Refused(f"is a {_kind(mode)}, not a regular file")
+        raise _Refused(f"is a {file_kind(mode)}, not a regular file")
     return fd
 
 
@@ -324,7 +311,7 @@ def _open_dir_path(root: str, parts: list[str]) -> Iterator[int]:
         for part in parts:
             mode = os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode
             if not stat.S_ISDIR(mode):
-                raise _Refused(f"component {part!r} is a {_kind(mode)}, not a directory")
+                raise _Refused(f"component {part!r} is a {file_kind(mode)}, not a directory")
             next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = next_fd

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -229,3 +230,20 @@ def relative_inside(path: str, root: str) -> str | None:
     if path.startswith(prefix) and len(path) > len(prefix):
         return path[len(prefix) :]
     return None
+
+
+def file_kind(mode: int) -> str:
+    """A file mode in words: "regular file", "symbolic link", "FIFO", ..."""
+    if stat.S_ISREG(mode):
+        return "regular file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "unsupported file type"
