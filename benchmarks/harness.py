@@ -78,11 +78,18 @@ class Server:
             self.proc.wait(timeout=20)
 
 
-def start_server(root: Path, backend_uri: str, *, default_workers: bool = False) -> Server:
+def start_server(
+    root: Path,
+    backend_uri: str,
+    *,
+    default_workers: bool = False,
+    env_extra: Mapping[str, str] | None = None,
+) -> Server:
     """`mlflow server` on a free loopback port: `--workers 1` and no job runner, or MLflow's
-    defaults (4 workers, job runner) when `default_workers`."""
+    defaults (4 workers, job runner) when `default_workers`; `env_extra` is added to its
+    environment (the webhook settings of benchmarks/controller.py)."""
     port = free_port()
-    env = base_env()
+    env = base_env(**(env_extra or {}))
     cmd = [
         PYTHON,
         "-m",
