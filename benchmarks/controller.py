@@ -151,7 +151,7 @@ class Controller:
         )
         self.log = state.with_suffix(".log")
         argv = [
-            *regctl_command(),
+            *(REGCTL or regctl_command()),
             "--tracking-uri",
             uri,
             "controller",
@@ -316,7 +316,8 @@ def row_idle(uri: str, src: Source, work: Path, seconds: float) -> Row:
     fetches = 3600 / 60
     return Row(
         "17d",
-        f"idle controller, {seconds:.0f} s measured, defaults (60 s, 600 s)",
+        f"idle controller ({'mlflow-skinny install' if REGCTL else 'this venv'}), "
+        f"{seconds:.0f} s, defaults (60 s, 600 s)",
         f"{rss:.0f} MB RSS",
         "",
         "",

@@ -238,6 +238,8 @@ def test_pushed_commits_are_applied_and_a_bad_one_is_not(
         "log",
     )
     assert "changes=1" in line[0] and "duration=" in line[0]
+    applied = mlflow.get_registered_model(source.model).tags["regctl.applied"]
+    assert applied.startswith(f"commit {second} by ")  # the pulled commit is the provenance
 
     source.manifest.write_text(source.manifest.read_text() + "bad: [\n")
     third = source.push("broken")
@@ -452,3 +454,42 @@ def test_two_controllers_one_writer_and_a_takeover(
     versions = mlflow.search_model_versions(f"name = '{source.model}'")
     assert [v.version for v in versions] == ["1"]  # one entry, one version
     assert b.stop() == 0
+
+
+def test_a_denied_head_is_not_applied(
+    hook_server: Server, source: Source, tmp_path: Path, controllers: list[Ctl]
+) -> None:
+    c = Ctl(hook_server, source, tmp_path / "state", "--interval", "1")
+    controllers.append(c)
+    until(lambda: ready(c), 90, "ready")
+    (source.work / "policies").mkdir()
+    (source.work / "policies" / "strict.yaml").write_text(
+        "apiVersion: regctl/v1\nkind: Policy\nname: strict\nmatch: {params: {model_type: hmm}}\n"
+        "rules:\n  - name: needs-a-signoff\n    aliases: [Production]\n"
+        "    require_params: [signed_off_by]\n"
+    )
+    source.manifest.write_text(
+        source.manifest.read_text().replace("[Staging]", "[Staging, Production]")
+    )
+    sha = source.push("promote without a sign-off")
+    line = until(lambda: [x for x in c.lines() if f"commit={sha}" in x], 20, "judged")
+    assert "result=denied" in line[0] and "signed_off_by" in line[0], line
+    mlflow = client(hook_server)
+    assert "Production" not in mlflow.get_registered_model(source.model).aliases
+    assert c.stop() == 0
+
+
+def test_an_unreachable_source_is_retried_with_backoff(
+    hook_server: Server, tmp_path: Path, controllers: list[Ctl]
+) -> None:
+    missing = Source(tmp_path / "gone.git", tmp_path, "never")
+    c = Ctl(hook_server, missing, tmp_path / "state", "--interval", "1")
+    controllers.append(c)
+    until(lambda: len([x for x in c.lines() if "retry result=error" in x]) >= 3, 30, "retries")
+    waits = [x for x in c.lines() if "retry result=error" in x]
+    assert "git clone failed" in waits[0]
+    seconds = [float(re.search(r"wait=(\S+)", x).group(1)) for x in waits]  # type: ignore[union-attr]
+    assert seconds[:3] == [1.0, 2.0, 4.0]  # backing off, doubling
+    assert c.proc.poll() is None  # no crash loop: still running, alive, not ready
+    assert c.get("/healthz")[0] == 200 and c.get("/readyz")[0] == 503
+    assert c.stop() == 0
