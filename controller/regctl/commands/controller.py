@@ -39,7 +39,7 @@ from regctl.commands.controller_state import ControllerLog, Metrics, Status
 from regctl.commands.planning import load_desired, make_plan
 from regctl.config import Settings, open_registry
 from regctl.engine.lease import Holder, LeaseHeld, LeaseLost, acquire
-from regctl.errors import InputError, PlanError, PolicyDenied, RegctlError
+from regctl.errors import InputError, PlanError, PolicyDenied, Problem, RegctlError
 from regctl.escape import text as one_line
 from regctl.ports import Registry, WebhookRegistrar
 
@@ -270,11 +270,13 @@ class Controller:
     # ------------------------------------------------------------------ the reconciles
 
     def _settings(self, sha: str) -> Settings:
-        tree = self.source.checkout(sha)
+        tree = self.source.checkout(sha).resolve()
         root = (tree / self.options.path).resolve() if self.options.path else tree
         if not root.is_relative_to(tree):
             raise RegctlError(f"--path {self.options.path!r} leaves the repository")
-        return Settings(root, self.options.tracking_uri, self.options.registry_uri)
+        settings = Settings(root, self.options.tracking_uri, self.options.registry_uri)
+        _confined(settings, tree)
+        return settings
 
     def _reconcile(self, registry: Registry, holder: Holder, sha: str) -> None:
         """Apply commit `sha` (a new head) under the lease."""
@@ -370,6 +372,32 @@ class Controller:
             holder.release()
         self.metrics.leader(False)
         self.log.event("lease", result="released", detail=why)
+
+
+def _confined(settings: Settings, tree: Path) -> None:
+    """Every run directory the manifests name lies inside the commit's checkout.
+
+    `regctl apply` on a laptop may sync `/data/runs/x`; a controller must apply what the
+    branch holds and nothing of its host: an absolute `run_dir`, one climbing out with
+    `..` or one through a committed symbolic link would upload the host's files (a key,
+    another tenant's training output) as a run's artifacts."""
+    problems = []
+    for model in load_desired(settings, ())[0].models:
+        for v in model.versions:
+            if v.run_dir is None:
+                continue
+            full = Path(os.path.realpath(settings.repo / v.run_dir))
+            if not full.is_relative_to(tree):
+                problems.append(
+                    Problem(
+                        v.location,
+                        f"versions[{v.index}].run_dir",
+                        f"{v.run_dir!r} is outside the repository; the controller syncs "
+                        "only run directories committed to the branch",
+                    )
+                )
+    if problems:
+        raise InputError(problems)
 
 
 def _declared(settings: Settings, models: list[str]) -> list[str]:
