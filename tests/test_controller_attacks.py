@@ -151,3 +151,202 @@ def test_a_run_dir_outside_the_checkout_is_refused(rig: Any, how: str) -> None:
     assert row["commit"] == sha and row["result"] == "invalid", r.out.getvalue()
     assert "outside" in row["detail"]
     assert r.description() is None and not _uploaded(r)
+
+
+# -- leadership -------------------------------------------------------------------------
+
+
+def test_a_head_cut_short_by_a_lost_lease_is_applied_once_the_lease_is_back(
+    rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`regctl unlock` mid-apply: the head is not applied then; when this controller
+    leads again it must apply it, not mark it tried and let sweeps revert to the old one."""
+    from regctl.commands import controller as module
+    from regctl.engine.lease import break_lease
+
+    r = rig()
+    r.manifest("first")
+    r.push("first")
+    r.step()
+    r.manifest("second")
+    second = r.push("second")
+    real = module.apply
+    calls = []
+
+    def unlocked_midway(settings: Any, registry: Any, *args: Any, **kw: Any) -> Any:
+        if not calls:
+            break_lease(registry, kw["held"].lease.id)
+        calls.append(1)
+        return real(settings, registry, *args, **kw)
+
+    monkeypatch.setattr(module, "apply", unlocked_midway)
+    r.ctl._due.fetch = 0.0
+    r.step()
+    assert r.events()[-1]["result"] == "lease-lost" and r.description() == "first"
+    for _ in range(3):  # the lease is taken again; the branch has not moved
+        r.ctl._due.fetch = 0.0
+        r.step()
+    assert r.description() == "second"
+    assert r.events()[-1]["commit"] == second and r.events()[-1]["result"] == "applied"
+
+
+def test_a_leader_that_lost_the_lease_is_not_ready() -> None:
+    """The docs and the Deployment: a standby answers 503 on /readyz, so webhooks reach
+    the leader. A leader demoted to standby must stop answering 200."""
+    from regctl.commands.controller_state import Status
+
+    s = Status()
+    s.applied("a" * 40)
+    assert s.ready
+    s.standby()
+    assert not s.ready
+
+
+# -- the loop survives ------------------------------------------------------------------
+
+
+def test_an_oserror_inside_the_loop_is_retried_not_fatal(
+    rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under the state directory (ENOSPC from a checkout) is a fault to back
+    off from, not a traceback that ends the process and restarts it into the same fault."""
+    import errno
+
+    r = rig()
+    r.manifest("first")
+    r.push("first")
+
+    def full(_: str) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(r.ctl.source, "checkout", full)
+    assert r.step() == 1.0
+    assert r.events("retry", "")[-1]["result"] == "error"
+    assert "No space left" in r.events("retry", "")[-1]["detail"]
+    monkeypatch.undo()
+    monkeypatch.chdir(r.tmp)
+    r.step()
+    assert r.description() == "first"
+
+
+def test_checkouts_of_failing_heads_do_not_pile_up(rig: Any) -> None:
+    """Every refused head got its own checkout under trees/ and only a good head pruned
+    them: a branch broken for a week grew the state directory without bound."""
+    r = rig()
+    r.manifest("first")
+    good = r.push("first")
+    r.step()
+    for i in range(4):
+        r.manifest(f"bad {i}\nbad: [")
+        r.push(f"bad {i}")
+        r.ctl._due.fetch = 0.0
+        r.step()
+        assert r.events()[-1]["result"] == "invalid"
+    kept = sorted(p.name for p in (r.state / "trees").iterdir())
+    assert good in kept and len(kept) <= 2, kept
+
+
+def test_a_push_during_a_fetch_is_not_lost(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The git webhook pokes while a fetch is running (the push landed just after the
+    fetch read the refs): the poke must make the next turn fetch again, not wait for
+    --interval."""
+    r = rig(interval=3600.0)
+    r.manifest("first")
+    r.push("first")
+    real = r.ctl.source.fetch
+
+    def raced() -> str:
+        head = real()
+        r.manifest("second")
+        r.push("second")
+        r.ctl.poke_git()  # the webhook thread, meanwhile
+        return head
+
+    monkeypatch.setattr(r.ctl.source, "fetch", raced)
+    r.step()
+    monkeypatch.undo()
+    monkeypatch.chdir(r.tmp)
+    r.step()
+    assert r.description() == "second"
+
+
+def test_a_transient_failure_is_retried_after_the_backoff_not_the_interval(
+    rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The docs: a head that failed for a transient reason is retried with backoff (1 s
+    doubling). It was retried only at the next --interval (an hour here)."""
+    from regctl.commands import controller as module
+    from regctl.errors import RegistryError
+
+    r = rig(interval=3600.0)
+    r.manifest("first")
+    r.push("first")
+    real = module.apply
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RegistryError("connection refused", request="create model")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, "apply", flaky)
+    assert r.step() == 1.0
+    r.step()
+    assert r.description() == "first"
+
+
+def test_healthz_stays_green_while_backing_off(rig: Any) -> None:
+    """Backoff grows to 300 s but /healthz turns 503 after 120 s without a turn: with the
+    Deployment's liveness probe an unreachable source restarted the pod in a loop."""
+    import threading
+    import time
+
+    r = rig()
+    (r.bare / "HEAD").unlink()  # the source is unreachable (not a repository any more)
+    r.ctl.status.stale_after = 0.6
+    r.ctl._due.backoff = 2.0  # the next failure waits 4 s
+    t = threading.Thread(target=r.ctl.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert r.ctl.status.healthy, r.out.getvalue()
+            time.sleep(0.1)
+    finally:
+        r.ctl.stop()
+        t.join(10)
+    assert r.events("retry", "")[0]["wait"] == 4.0
+
+
+def test_a_unicode_digit_timestamp_is_refused_not_a_500() -> None:
+    """`'²'.isdigit()` is True and `int('²')` raises: the handler failed with a 500."""
+    from regctl.core.webhooks import mlflow_delivery_problem
+
+    headers = {
+        "x-mlflow-signature": "v1,AAAA",
+        "x-mlflow-timestamp": "17²",
+        "x-mlflow-delivery-id": "d",
+    }
+    assert mlflow_delivery_problem("s", b"{}", headers, 0.0) == "malformed timestamp or delivery id"
+
+
+@pytest.mark.parametrize("folder", ["manifests", "policies"])
+def test_a_committed_symlink_folder_cannot_read_the_host(rig: Any, folder: str) -> None:
+    """`manifests -> /elsewhere` (a link git stores as a link): the loader lists the
+    target, so the controller applied YAML of its host that the branch does not hold."""
+    r = rig()
+    host = r.tmp / "host-yaml"
+    host.mkdir()
+    r.manifest("from the host")
+    if folder == "manifests":
+        (r.work / "manifests" / "m.yaml").rename(host / "m.yaml")
+        (r.work / "manifests").rmdir()
+    else:
+        (host / "p.yaml").write_text("apiVersion: regctl/v1\nkind: Policy\n")
+    (r.work / folder).symlink_to(host)
+    sha = r.push("link")
+    r.step()
+    row = r.events()[-1]
+    assert row["commit"] == sha and row["result"] == "invalid", r.out.getvalue()
+    assert "outside" in row["detail"]
