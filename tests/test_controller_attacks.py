@@ -350,3 +350,41 @@ def test_a_committed_symlink_folder_cannot_read_the_host(rig: Any, folder: str) 
     row = r.events()[-1]
     assert row["commit"] == sha and row["result"] == "invalid", r.out.getvalue()
     assert "outside" in row["detail"]
+
+
+# -- the git source -------------------------------------------------------------------
+
+
+def test_a_checkout_left_half_written_is_not_reused(tmp_path: Path) -> None:
+    """SIGKILL (an OOM kill, a liveness restart) during `git worktree add` leaves
+    trees/<sha> with its .git file but not all its files; after the restart the head
+    was planned from that partial tree, a manifest missing or cut off."""
+    from regctl.adapters.gitsource import GitSource
+
+    bare = tmp_path / "source.git"
+    git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp_path)
+    work = tmp_path / "work"
+    git("clone", "-q", str(bare), str(work), cwd=tmp_path)
+    (work / "manifests").mkdir()
+    (work / "manifests" / "a.yaml").write_text("name: a\n")
+    (work / "manifests" / "b.yaml").write_text("name: b\n")
+    git("add", "-A", cwd=work)
+    git("commit", "-qm", "two", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    src = GitSource(bare.as_uri(), "main", tmp_path / "state")
+    sha = src.fetch()
+    tree = src.checkout(sha)
+    (tree / "manifests" / "b.yaml").unlink()  # the kill came before b.yaml was written
+    (tree / "manifests" / "a.yaml").write_text("na")  # and while a.yaml was
+    again = GitSource(bare.as_uri(), "main", tmp_path / "state").checkout(sha)
+    assert (again / "manifests" / "b.yaml").read_text() == "name: b\n"
+    assert (again / "manifests" / "a.yaml").read_text() == "name: a\n"
+
+
+def test_a_token_given_as_the_url_user_is_refused(tmp_path: Path) -> None:
+    """GitHub takes a token as the user (`https://ghp_...@github.com/...`): no password,
+    so it passed the check and landed in the clone's .git/config."""
+    from regctl.adapters.gitsource import GitSource, SourceError
+
+    with pytest.raises(SourceError, match="REGCTL_GIT_TOKEN"):
+        GitSource("https://ghp_abcdefabcdef@github.com/acme/r.git", "main", tmp_path, env={})
