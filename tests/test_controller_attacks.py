@@ -388,3 +388,46 @@ def test_a_token_given_as_the_url_user_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(SourceError, match="REGCTL_GIT_TOKEN"):
         GitSource("https://ghp_abcdefabcdef@github.com/acme/r.git", "main", tmp_path, env={})
+
+
+# -- the HTTP listener ------------------------------------------------------------------
+
+
+def test_slow_bodies_cannot_take_the_memory_or_the_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unauthenticated: a POST announcing 1 MiB and trickling it a byte every 9 s held a
+    thread and its buffer for ever (the read timeout is per recv). A few hundred of them
+    exceed the Deployment's 400 MiB limit. Now: at most MAX_BODIES at once, each within
+    BODY_SECONDS, and GET still answers."""
+    import socket
+    import time
+    import urllib.request
+
+    from regctl.adapters import httpserve
+    from regctl.adapters.httpserve import MAX_BODIES, Listener, Reply
+
+    monkeypatch.setattr(httpserve, "BODY_SECONDS", 4.0)
+    table = {
+        ("GET", "/healthz"): lambda h, b: Reply(200, b"ok\n"),
+        ("POST", "/hook"): lambda h, b: Reply(202, b"ok\n"),
+    }
+    listener = Listener("127.0.0.1", 0, table)
+    socks = []
+    try:
+        for _ in range(MAX_BODIES):
+            s = socket.create_connection(("127.0.0.1", listener.port))
+            s.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\nx")
+            socks.append(s)
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
+        extra.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        assert extra.recv(100).startswith(b"HTTP/1.1 503")
+        extra.close()
+        url = f"http://127.0.0.1:{listener.port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.status == 200
+        socks[0].settimeout(8)
+        assert socks[0].recv(100).startswith(b"HTTP/1.1 408")  # cut off after BODY_SECONDS
+    finally:
+        for s in socks:
+            s.close()
+        listener.close()
