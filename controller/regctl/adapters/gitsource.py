@@ -12,8 +12,8 @@ offers nothing more here, and a hung fetch must not hang the controller):
   For https, a token comes from `REGCTL_GIT_TOKEN` (user `REGCTL_GIT_USERNAME`, default
   `x-access-token`, GitHub's convention) and reaches git as an `http.extraHeader` through
   `GIT_CONFIG_*` variables: never on a command line (`ps` shows those), never in
-  `.git/config`. A URL with a password in it is refused, so no secret lands in the clone
-  or in a log line.
+  `.git/config`. A URL with user info in it (a password, or a token given as the user)
+  is refused, so no secret lands in the clone or in a log line.
 - Nothing git prints is trusted: errors are cut to one line and escaped by the caller.
 """
 
@@ -62,10 +62,11 @@ class GitSource:
         env: Mapping[str, str] | None = None,
     ) -> None:
         parts = urlsplit(url)
-        if parts.scheme in ("http", "https") and parts.password:
+        if parts.scheme in ("http", "https") and "@" in parts.netloc:
+            # a password, or a token given as the user (GitHub takes `ghp_...@github.com`)
             raise SourceError(
-                f"{shown_url(url)}: a password or token in the URL would be stored in the "
-                "clone; give it in REGCTL_GIT_TOKEN instead"
+                f"{shown_url(url)}: user info in the URL would be stored in the clone; give "
+                "the token in REGCTL_GIT_TOKEN (and the user in REGCTL_GIT_USERNAME) instead"
             )
         if not _BRANCH.match(branch) or branch.startswith("-") or ".." in branch:
             raise SourceError(f"--branch {branch!r} is not a branch name")
@@ -74,6 +75,7 @@ class GitSource:
         self.state_dir = state_dir
         self.repo = state_dir / "repo"
         self.trees = state_dir / "trees"
+        self._made: set[str] = set()
         self._env = self._environment(dict(env if env is not None else os.environ), parts.scheme)
 
     @property
@@ -138,12 +140,15 @@ class GitSource:
         if not _SHA.match(sha):
             raise SourceError(f"not a commit id: {sha!r}")
         tree = self.trees / sha
-        if (tree / ".git").exists():
+        if sha in self._made and (tree / ".git").exists():
             return tree
+        # made anew once per process: a checkout a kill cut short, or one edited on disk,
+        # must not be what a restarted controller plans from
         self.trees.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tree, ignore_errors=True)
         self._git(["worktree", "prune"], self.repo)
         self._git(["worktree", "add", "--detach", "--force", "--quiet", str(tree), sha], self.repo)
+        self._made.add(sha)
         return tree
 
     def keep_only(self, keep: set[str]) -> None:
@@ -153,4 +158,5 @@ class GitSource:
         for tree in self.trees.iterdir():
             if tree.name not in keep:
                 shutil.rmtree(tree, ignore_errors=True)
+                self._made.discard(tree.name)
         self._git(["worktree", "prune"], self.repo)

@@ -18,8 +18,9 @@ The loop, in one thread (the HTTP listener only reads its state and wakes it):
    the last good commit is planned against the registry: what it would change is drift.
    With `--self-heal` drift is applied (reverted); without, it is reported.
 
-Failures are logged and retried with exponential backoff (1 s doubling to 5 minutes);
-nothing here exits on a fault but a bad command line or an unusable state directory.
+Failures (any exception, an OSError of a full state directory included) are logged and
+retried with exponential backoff (1 s doubling to 5 minutes), the loop beating /healthz
+while it waits; nothing here exits on a fault but a bad command line.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from regctl.commands.controller_state import ControllerLog, Metrics, Status
 from regctl.commands.planning import load_desired, make_plan
 from regctl.config import Settings, open_registry
 from regctl.engine.lease import Holder, LeaseHeld, LeaseLost, acquire
-from regctl.errors import InputError, PlanError, PolicyDenied, RegctlError
+from regctl.errors import InputError, Location, PlanError, PolicyDenied, Problem, RegctlError
 from regctl.escape import text as one_line
 from regctl.ports import Registry, WebhookRegistrar
 
@@ -79,10 +80,12 @@ class ControllerOptions:
 
 
 class _Console:
-    """apply's console under the controller: silent, and stopping once asked to."""
+    """apply's console under the controller: silent, stopping once asked to, and beating
+    the loop's liveness with apply's and sync's progress (a long upload is not a stall)."""
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, status: Status) -> None:
         self._stop = stop
+        self._status = status
 
     def show(self, *_: object) -> None:
         return None
@@ -91,10 +94,10 @@ class _Console:
         return True
 
     def progress(self, *_: object) -> None:
-        return None
+        self._status.beat()
 
     def sync_progress(self, *_: object) -> None:
-        return None
+        self._status.beat()
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
@@ -158,15 +161,25 @@ class Controller:
         try:
             while not self.stopping.is_set():
                 self.status.beat()
-                wait = self._step(settings)
-                self._wake.wait(max(0.05, wait))
-                self._wake.clear()
+                self._pause(self._step(settings))
         finally:
             self._step_down("stopping")
             if self._registry is not None:
                 self._registry.close()
         self.log.event("stopped", result="ok")
         return 0
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds` or until woken, beating meanwhile: a 5-minute backoff is the
+        loop working as designed, not a stalled loop for /healthz to report."""
+        deadline = time.monotonic() + max(0.05, seconds)
+        while not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(min(left, self.status.stale_after / 4))
+            self.status.beat()
+        self._wake.clear()
 
     def _step(self, settings: Settings) -> float:
         """One turn of the loop; how long to wait before the next."""
@@ -178,6 +191,8 @@ class Controller:
             return self._work(registry, holder)
         except RegctlError as exc:
             return self._failed("error", exc)
+        except Exception as exc:  # a full disk, a git binary gone, a bug: back off, live on
+            return self._failed("error", RegctlError(f"{type(exc).__name__}: {exc}"))
 
     def _open(self, settings: Settings) -> Registry:
         if self._registry is None:
@@ -192,6 +207,7 @@ class Controller:
             self.log.event("lease", result="lost", detail=holder.lost_message())
             self._holder = None
             self.metrics.leader(False)
+            self.status.standby()
         try:
             holder = acquire(
                 registry, self._name, self._last_good or "", ttl=self.options.lease_ttl
@@ -201,6 +217,7 @@ class Controller:
             return None
         holder.start_heartbeat()
         self._holder = holder
+        self._tried = None  # a new leader judges the head again (one cut short, too)
         self.metrics.leader(True)
         self.log.event("lease", result="acquired", detail=f"generation {holder.lease.generation}")
         self._register_webhook(registry)
@@ -246,11 +263,16 @@ class Controller:
             models = set(self._due.models)
             self._due.models.clear()
         if fetch_due:
-            head = self.source.fetch()
-            with self._lock:
+            with self._lock:  # before the fetch: a push poked meanwhile is fetched next
                 self._due.fetch = time.monotonic() + self.options.interval
-            if head != self._tried:
-                self._reconcile(registry, holder, head)
+            try:
+                head = self.source.fetch()
+                if head != self._tried:
+                    self._reconcile(registry, holder, head)
+            except BaseException:
+                with self._lock:  # retried after the backoff, not the interval
+                    self._due.fetch = 0.0
+                raise
         if self._last_good is not None and (sweep_due or models):
             self._sweep(registry, holder, self._last_good, [] if sweep_due else sorted(models))
             if sweep_due:
@@ -270,11 +292,13 @@ class Controller:
     # ------------------------------------------------------------------ the reconciles
 
     def _settings(self, sha: str) -> Settings:
-        tree = self.source.checkout(sha)
+        tree = self.source.checkout(sha).resolve()
         root = (tree / self.options.path).resolve() if self.options.path else tree
         if not root.is_relative_to(tree):
             raise RegctlError(f"--path {self.options.path!r} leaves the repository")
-        return Settings(root, self.options.tracking_uri, self.options.registry_uri)
+        settings = Settings(root, self.options.tracking_uri, self.options.registry_uri)
+        _confined(settings, tree)
+        return settings
 
     def _reconcile(self, registry: Registry, holder: Holder, sha: str) -> None:
         """Apply commit `sha` (a new head) under the lease."""
@@ -286,7 +310,7 @@ class Controller:
                 settings,
                 registry,
                 ApplyOptions(auto_approve=True),
-                _Console(self.stopping),
+                _Console(self.stopping, self.status),
                 held=holder,
             )
             changes = len(outcome.plan.changes)
@@ -303,14 +327,16 @@ class Controller:
             self._log_reconcile(sha, "error", 0, time.monotonic() - t0, str(exc))
             raise
         elapsed = time.monotonic() - t0
-        self._tried = sha
+        if result != "lease-lost":  # cut short, not judged: the next leader applies it
+            self._tried = sha
         if result in ("applied", "unchanged"):
             self._last_good = sha
             self.status.applied(sha)
             self.metrics.applied_commit(sha)
             self.metrics.drift(0)
-            self.source.keep_only({sha})
         self._log_reconcile(sha, result, changes, elapsed, detail)
+        # the last good commit (what sweeps plan) and this one: refused heads do not pile up
+        self.source.keep_only({s for s in (self._last_good, sha) if s})
 
     def _sweep(self, registry: Registry, holder: Holder, sha: str, models: list[str]) -> None:
         """Plan the last good commit against the registry; heal what differs if asked."""
@@ -322,6 +348,7 @@ class Controller:
         planned = make_plan(settings, registry, known)
         drift = len(planned.plan.changes)
         self.metrics.drift(drift)
+        self.status.applied(sha)  # a leader that holds the registry to its last good commit
         if not drift:
             self._log_reconcile(sha, "in-sync", 0, time.monotonic() - t0, _scope(known), "sweep")
             return
@@ -333,7 +360,7 @@ class Controller:
             settings,
             registry,
             ApplyOptions(models=tuple(known), auto_approve=True),
-            _Console(self.stopping),
+            _Console(self.stopping, self.status),
             held=holder,
         )
         result = "healed" if outcome.exit_code == 0 else "incomplete"
@@ -370,6 +397,43 @@ class Controller:
             holder.release()
         self.metrics.leader(False)
         self.log.event("lease", result="released", detail=why)
+
+
+def _confined(settings: Settings, tree: Path) -> None:
+    """Every run directory the manifests name lies inside the commit's checkout.
+
+    `regctl apply` on a laptop may sync `/data/runs/x`; a controller must apply what the
+    branch holds and nothing of its host: an absolute `run_dir`, one climbing out with
+    `..` or one through a committed symbolic link would upload the host's files (a key,
+    another tenant's training output) as a run's artifacts."""
+    problems = []
+    for folder in ("manifests", "policies"):  # a committed link to a folder of the host
+        if not Path(os.path.realpath(settings.repo / folder)).is_relative_to(tree):
+            problems.append(
+                Problem(
+                    Location(folder),
+                    "",
+                    "is a link to outside the repository; replace it with the folder",
+                )
+            )
+    if problems:
+        raise InputError(problems)
+    for model in load_desired(settings, ())[0].models:
+        for v in model.versions:
+            if v.run_dir is None:
+                continue
+            full = Path(os.path.realpath(settings.repo / v.run_dir))
+            if not full.is_relative_to(tree):
+                problems.append(
+                    Problem(
+                        v.location,
+                        f"versions[{v.index}].run_dir",
+                        f"{v.run_dir!r} is outside the repository; the controller syncs "
+                        "only run directories committed to the branch",
+                    )
+                )
+    if problems:
+        raise InputError(problems)
 
 
 def _declared(settings: Settings, models: list[str]) -> list[str]:

@@ -1,8 +1,9 @@
 """The controller's HTTP routes: probes, metrics and the two webhooks.
 
 - `GET /healthz`: 200 while the loop turns (503 once it has been stuck for 2 minutes).
-- `GET /readyz`: 200 after the first successful reconcile, else 503 (a standby is not
-  ready: in Kubernetes the webhooks then reach the leader only).
+- `GET /readyz`: 200 while this process leads and a reconcile or sweep has succeeded,
+  else 503 (a standby, or a leader demoted to one, is not ready: in Kubernetes the
+  webhooks then reach the leader only).
 - `GET /metrics`: Prometheus text.
 - `POST /webhooks/git`: a GitHub push event, `X-Hub-Signature-256` checked against
   `REGCTL_GIT_WEBHOOK_SECRET`; a push to the watched branch makes the leader fetch at

@@ -52,8 +52,9 @@ class Status:
             self._ready, self._commit, self._leader = True, commit, True
 
     def standby(self) -> None:
+        """Not the leader (any more): not ready, so a Service routes webhooks elsewhere."""
         with self._lock:
-            self._leader = False
+            self._ready, self._leader = False, False
 
     @property
     def healthy(self) -> bool:
@@ -63,7 +64,8 @@ class Status:
 
     @property
     def ready(self) -> bool:
-        """A reconcile has succeeded since start."""
+        """This process leads and a reconcile (or a sweep) has succeeded since it took the
+        lease."""
         with self._lock:
             return self._ready
 

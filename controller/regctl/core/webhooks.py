@@ -62,7 +62,7 @@ def mlflow_delivery_problem(
         return "no secret configured"
     if not signature or not stamp or not delivery:
         return "missing signature, timestamp or delivery id"
-    if len(delivery) > 200 or not stamp.isdigit() or len(stamp) > 12:
+    if len(delivery) > 200 or not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
         return "malformed timestamp or delivery id"
     if abs(now - int(stamp)) > MAX_SKEW:
         return f"timestamp more than {MAX_SKEW:g} s from this machine's clock"
