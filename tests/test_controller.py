@@ -493,3 +493,28 @@ def test_an_unreachable_source_is_retried_with_backoff(
     assert c.proc.poll() is None  # no crash loop: still running, alive, not ready
     assert c.get("/healthz")[0] == 200 and c.get("/readyz")[0] == 503
     assert c.stop() == 0
+
+
+def test_a_restart_with_a_bad_head_keeps_the_last_good_commit(
+    hook_server: Server, source: Source, tmp_path: Path, controllers: list[Ctl]
+) -> None:
+    state = tmp_path / "state"
+    c = Ctl(hook_server, source, state, "--interval", "1")
+    controllers.append(c)
+    until(lambda: ready(c), 90, "ready")
+    good = git("rev-parse", "HEAD", cwd=source.work)
+    source.manifest.write_text(source.manifest.read_text() + "bad: [\n")
+    bad = source.push("broken")
+    until(lambda: [x for x in c.lines() if f"commit={bad}" in x], 20, "refused")
+    assert c.stop() == 0
+    again = Ctl(
+        hook_server, source, state, "--interval", "1", "--sweep-interval", "5", "--self-heal"
+    )
+    controllers.append(again)
+    mlflow = client(hook_server)
+    mlflow.update_registered_model(source.model, "edited while it was down")
+    # the head is still bad, but sweeps hold the registry to the last good commit
+    until(lambda: mlflow.get_registered_model(source.model).description == "first", 60, "healed")
+    assert ready(again) and again.get("/readyz")[1] == f"ready {good}\n"
+    assert any(f"commit={bad}" in x and "result=invalid" in x for x in again.lines())
+    assert again.stop() == 0

@@ -111,8 +111,10 @@ class GitSource:
         except OSError as exc:
             raise SourceError(f"cannot run git: {exc.strerror}") from None
         if done.returncode != 0:
-            lines = [x for x in (done.stderr or done.stdout).splitlines() if x.strip()]
-            why = lines[-1].strip() if lines else f"exit code {done.returncode}"
+            lines = [x.strip() for x in (done.stderr or done.stdout).splitlines() if x.strip()]
+            # git's own verdict ("fatal: ..."), not the hint lines after it
+            fatal = [x for x in lines if x.startswith(("fatal:", "error:"))]
+            why = (fatal or lines or [f"exit code {done.returncode}"])[0]
             raise SourceError(f"{self.shown}: git {args[0]} failed: {why}")
         return done.stdout
 

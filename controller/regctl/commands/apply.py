@@ -221,7 +221,8 @@ def _sync_executor(
         registry,
         progress=console.sync_progress,
         workers=workers,
-        should_stop=lease.should_stop,
+        # a lost lease, or SIGTERM: stop before the next upload, not after the whole sync
+        should_stop=lambda: lease.should_stop() or console.should_stop(),
     )
     in_plan = {(c.experiment, c.run_name) for c in planned.plan.changes if isinstance(c, SyncRun)}
     try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -130,6 +131,7 @@ class Controller:
         self._last_good: str | None = None
         self._tried: str | None = None
         self._name = f"regctl controller on {socket.gethostname()} (pid {os.getpid()})"
+        self._last_good = _read_last_good(options.state_dir)
 
     # ---------------------------------------------------------------- called from outside
 
@@ -331,6 +333,7 @@ class Controller:
             self._tried = sha
         if result in ("applied", "unchanged"):
             self._last_good = sha
+            _write_last_good(self.options.state_dir, sha)
             self.status.applied(sha)
             self.metrics.applied_commit(sha)
             self.metrics.drift(0)
@@ -397,6 +400,25 @@ class Controller:
             holder.release()
         self.metrics.leader(False)
         self.log.event("lease", result="released", detail=why)
+
+
+_LAST_GOOD = "last-good"
+
+
+def _read_last_good(state_dir: Path) -> str | None:
+    """The last good commit of an earlier run in this state directory: after a restart
+    with a bad head on the branch, sweeps still hold the registry to it."""
+    try:
+        sha = (state_dir / _LAST_GOOD).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
+
+
+def _write_last_good(state_dir: Path, sha: str) -> None:
+    part = state_dir / f".{_LAST_GOOD}.partial"
+    part.write_text(sha + "\n", encoding="ascii")
+    part.replace(state_dir / _LAST_GOOD)
 
 
 def _confined(settings: Settings, tree: Path) -> None:
