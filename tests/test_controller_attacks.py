@@ -8,11 +8,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_controller import git
 from test_sync import make_run_dir
 
 from regctl.commands.controller import Controller, ControllerOptions
@@ -22,14 +22,6 @@ from regctl.config import Settings
 from conftest import empty_sqlite
 
 RUN = "run_hmm_20251009_105640"
-
-
-def git(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com"}
-    env |= {"GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.com"}
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 class Rig:
