@@ -222,3 +222,13 @@ def test_record_can_be_pinned_to_the_digest_that_was_checked(tmp_path: Path, run
     (Path(root) / "model.joblib").write_text("w")
     code, out, err = run_cli(*args(b, "verify", "--record", "m/1", "--digest", checked))
     assert code == 0 and out.startswith(f"recorded {checked}"), err
+
+
+def test_a_lock_larger_than_the_cap_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    from regctl.adapters.localtree import TreeError, read_regular
+
+    lock = tmp_path / "regctl-resolved.json"
+    lock.write_bytes(b" " * 2048)
+    assert len(read_regular(lock, limit=4096)) == 2048
+    with pytest.raises(TreeError, match="larger than"):
+        read_regular(lock, limit=1024)
