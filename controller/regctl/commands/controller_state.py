@@ -40,7 +40,6 @@ class Status:
         self._beat = time.monotonic()
         self._ready = False
         self._commit = ""
-        self._leader = False
         self.stale_after = stale_after
 
     def beat(self) -> None:
@@ -49,12 +48,12 @@ class Status:
 
     def applied(self, commit: str) -> None:
         with self._lock:
-            self._ready, self._commit, self._leader = True, commit, True
+            self._ready, self._commit = True, commit
 
     def standby(self) -> None:
         """Not the leader (any more): not ready, so a Service routes webhooks elsewhere."""
         with self._lock:
-            self._ready, self._leader = False, False
+            self._ready = False
 
     @property
     def healthy(self) -> bool:

@@ -53,17 +53,13 @@ class LockError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Lock:
-    """A parsed, self-consistent lock: the files, their digest, what it was resolved from."""
+    """A parsed, self-consistent lock: the files, their digest, and whether they matched
+    the registry's record at download. (Its other fields are the registry's, not covered
+    by the digest: nothing here reads them.)"""
 
     tree: Tree
     digest: str
     verified: bool
-    model: str
-    version: int | None
-
-    @property
-    def label(self) -> str:
-        return f"{self.model} version {self.version}" if self.version else self.model or "?"
 
 
 def lock_fields(tree: Tree, verified: bool) -> dict[str, Any]:
@@ -113,15 +109,7 @@ def parse_lock(text: str) -> Lock:
     model_file = data.get("model_file")
     if model_file is not None and (not isinstance(model_file, str) or model_file not in paths):
         raise LockError("model_file", f"{model_file!r} is not one of the files the lock lists")
-    model = data.get("model")
-    version = data.get("version")
-    return Lock(
-        tree=tree,
-        digest=digest,
-        verified=verified,
-        model=model if isinstance(model, str) else "",
-        version=version if isinstance(version, int) and not isinstance(version, bool) else None,
-    )
+    return Lock(tree=tree, digest=digest, verified=verified)
 
 
 def _entry(index: int, entry: object) -> tuple[str, int, str]:
